@@ -1,0 +1,113 @@
+"""Build an index from document files: corpus -> chunks -> embeddings -> index.
+
+Re-running a build on an unchanged corpus with the same settings returns the
+stored index without embedding anything; when the corpus changed, vectors of
+chunks whose text is unchanged are reused.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import logging
+import time
+from pathlib import Path
+from typing import Callable, Iterable
+
+import numpy as np
+
+from rag import dense
+from rag.chunking import chunk_documents
+from rag.config import Config
+from rag.corpus import corpus_hash, load_documents
+from rag.errors import IndexLoadError
+from rag.index import FORMAT_VERSION, Index, build_lock
+from rag.lexical import LexicalIndex
+from rag.records import Document
+
+logger = logging.getLogger(__name__)
+
+
+def _fingerprint(config: Config, docs_hash: str, dimension: int | None = None) -> dict:
+    return {
+        "corpus_hash": docs_hash,
+        "embedding_model": config.embedding.model,
+        "passage_prefix": config.embedding.passage_prefix,
+        "chunking": {"max_chars": config.chunking.max_chars, "overlap_sentences": config.chunking.overlap_sentences},
+        "faiss_type_requested": config.index.faiss_type,
+    }
+
+
+def _previous(index_dir: Path, model: str) -> Index | None:
+    if not (index_dir / "manifest.json").exists():
+        return None
+    try:
+        return Index.load(index_dir, embedding_model=model)
+    except IndexLoadError as e:
+        logger.warning("ignoring the previous index: %s", e)
+        return None
+
+
+def build_index(
+    paths: Iterable[str | Path],
+    index_dir: str | Path,
+    config: Config,
+    embedder_factory: Callable[[], object],
+    force: bool = False,
+    documents: list[Document] | None = None,
+) -> Index:
+    """Build (or reuse) the index for ``paths`` in ``index_dir`` and return it loaded.
+
+    ``embedder_factory`` is only called when something must be embedded, so an
+    unchanged corpus never loads the embedding model here.
+    """
+    index_dir = Path(index_dir)
+    started = time.perf_counter()
+    paths = [str(p) for p in paths]
+    docs = documents if documents is not None else load_documents(paths, config.corpus.csv_text_column, config.corpus.max_file_bytes)
+    fingerprint = _fingerprint(config, corpus_hash(docs))
+    with build_lock(index_dir, wait_s=0.0):
+        old = _previous(index_dir, config.embedding.model)
+        if old is not None and not force and old.manifest.get("fingerprint") == fingerprint:
+            logger.info("index at %s is up to date (%d chunks); nothing to embed", index_dir, len(old.chunks))
+            return old
+        chunks = chunk_documents(docs, config.chunking.max_chars, config.chunking.overlap_sentences)
+        reuse = {}
+        if old is not None and not force:
+            reuse = {c.text: old.vectors[i] for i, c in enumerate(old.chunks)}
+        todo = [i for i, c in enumerate(chunks) if c.text not in reuse]
+        embedder = embedder_factory() if todo or not reuse else None
+        dim = embedder.dimension if embedder is not None else old.dimension
+        vectors = np.zeros((len(chunks), dim), dtype=np.float32)
+        for i, c in enumerate(chunks):
+            if c.text in reuse:
+                vectors[i] = reuse[c.text]
+        t_embed = time.perf_counter()
+        if todo:
+            logger.info("embedding %d chunks (%d reused)", len(todo), len(chunks) - len(todo))
+            vectors[todo] = embedder.embed_passages([chunks[i].text for i in todo])
+        t_embed = time.perf_counter() - t_embed
+        faiss_type = dense.choose_type(config.index.faiss_type, len(chunks))
+        faiss_index = dense.build_faiss(vectors, faiss_type)
+        lexical = LexicalIndex.build([c.text for c in chunks])
+        manifest = {
+            "format_version": FORMAT_VERSION,
+            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "embedding": {
+                "model": config.embedding.model,
+                "dimension": dim,
+                "query_prefix": config.embedding.query_prefix,
+                "passage_prefix": config.embedding.passage_prefix,
+            },
+            "chunking": {"max_chars": config.chunking.max_chars, "overlap_sentences": config.chunking.overlap_sentences},
+            "faiss_type": faiss_type,
+            "lexical": {"engine": "bm25s", "tokenizer": "jieba.cut_for_search"},
+            "corpus_hash": fingerprint["corpus_hash"],
+            "fingerprint": fingerprint,
+            "sources": paths,
+            "counts": {"documents": len(docs), "chunks": len(chunks), "aliases": sum(len(d.aliases) for d in docs)},
+            "timings": {"embed_s": round(t_embed, 3), "total_s": round(time.perf_counter() - started, 3), "embedded": len(todo)},
+            "config": config.to_dict(),
+        }
+        index = Index(manifest, docs, chunks, vectors, faiss_index, lexical)
+        index.save(index_dir)
+    logger.info("built index %s: %d documents, %d chunks in %.1fs", index_dir, len(docs), len(chunks), time.perf_counter() - started)
+    return index

@@ -1,0 +1,130 @@
+"""The `rag` command line: thin wrappers over the library.
+
+Examples:
+    rag index build                       # default corpus -> index/default
+    rag index build docs/ --index-dir index/mine
+    rag search "腾讯基金会计划出资多少？" --top-k 5
+    rag models provision                  # build the offline model folders once
+"""
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from rag.config import Config, default_corpus, default_index_dir
+from rag.errors import RagError
+
+logger = logging.getLogger(__name__)
+
+
+def load_config(path: str | None) -> Config:
+    return Config.from_toml(path) if path else Config()
+
+
+class RagGroup(click.Group):
+    """Turns library errors into clean CLI messages (the only place that does)."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except RagError as e:
+            raise click.ClickException(str(e)) from e
+
+
+@click.group(cls=RagGroup)
+@click.option("-v", "--verbose", count=True, help="More logging (-v info, -vv debug).")
+def cli(verbose: int) -> None:
+    """问源 Wenyuan: cited answers from your Chinese documents."""
+    level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+
+
+@cli.group()
+def index() -> None:
+    """Build and inspect indexes."""
+
+
+@index.command("build")
+@click.argument("paths", nargs=-1, type=click.Path())
+@click.option("--index-dir", default=None, help="Index folder (default: index/default).")
+@click.option("--config", "config_path", default=None, help="TOML config file.")
+@click.option("--force", is_flag=True, help="Rebuild even if the corpus is unchanged.")
+@click.option("--chunk-size", type=int, default=None, help="Chunk budget in characters.")
+def index_build(paths: tuple[str, ...], index_dir: str | None, config_path: str | None, force: bool, chunk_size: int | None) -> None:
+    """Index documents (default: the bundled corpus) into INDEX_DIR."""
+    from rag.pipeline import RAG
+
+    config = load_config(config_path).with_overrides(chunking={"max_chars": chunk_size})
+    started = time.perf_counter()
+    rag = RAG.build(list(paths) or [str(default_corpus())], index_dir=index_dir or default_index_dir(), config=config, force=force)
+    counts = rag.indexes[0].manifest["counts"]
+    click.echo(
+        f"index ready at {index_dir or default_index_dir()}: {counts['documents']} documents, "
+        f"{counts['chunks']} chunks, {counts['aliases']} duplicate ids folded ({time.perf_counter() - started:.1f}s)"
+    )
+
+
+@index.command("info")
+@click.option("--index-dir", default=None, help="Index folder (default: index/default).")
+def index_info(index_dir: str | None) -> None:
+    """Print an index's manifest."""
+    from rag.index import Index
+
+    idx = Index.load(index_dir or default_index_dir())
+    click.echo(json.dumps({k: v for k, v in idx.manifest.items() if k != "config"}, ensure_ascii=False, indent=2))
+
+
+@cli.command()
+@click.argument("question")
+@click.option("--index-dir", default=None, help="Index folder (default: index/default).")
+@click.option("--top-k", type=int, default=5, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def search(question: str, index_dir: str | None, top_k: int, as_json: bool) -> None:
+    """Retrieve the passages that best match QUESTION."""
+    from rag.pipeline import RAG
+    from rag.questions import clean_question
+
+    rag = RAG.load(index_dir or default_index_dir())
+    passages = rag.retrieve(clean_question(question), top_k=top_k)
+    if as_json:
+        rows = [
+            {"rank": i + 1, "doc_id": p.doc_id, "chunk_id": p.chunk_id, "title": p.title, "score": p.score,
+             "dense_score": p.dense_score, "lexical_score": p.lexical_score, "text": p.text}
+            for i, p in enumerate(passages)
+        ]
+        click.echo(json.dumps(rows, ensure_ascii=False, indent=2))
+        return
+    for i, p in enumerate(passages, start=1):
+        click.echo(f"[{i}] {p.doc_id} 《{p.title}》 score={p.score:.4f}")
+        click.echo(f"    {p.text}")
+
+
+@cli.group()
+def models() -> None:
+    """Provision the offline models."""
+
+
+@models.command("provision")
+@click.option("--generator/--no-generator", default=True, help="Also assemble the default generator.")
+def models_provision(generator: bool) -> None:
+    """Build the embedding (and generator) model folders in the cache, once."""
+    from rag.provision.e5 import ensure_e5_model
+
+    click.echo(f"embedding model: {ensure_e5_model()}")
+    if generator:
+        from rag.provision.gguf import ensure_generator_model
+
+        click.echo(f"generator model: {ensure_generator_model()}")
+
+
+def main() -> None:
+    cli(prog_name="rag")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,143 @@
+"""One configuration tree with defaults in code, loadable from TOML.
+
+Unknown keys are errors that name the key, so a typo never silently falls back
+to a default.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rag.errors import ConfigError
+
+DEFAULT_EMBEDDING_MODEL = "intfloat/multilingual-e5-small"
+DEFAULT_GENERATOR_MODEL = "Qwen/Qwen2.5-Coder-0.5B-Instruct"
+
+
+def cache_dir() -> Path:
+    """Where provisioned models live: ``$WENYUAN_CACHE`` or ``~/.cache/wenyuan``."""
+    env = os.environ.get("WENYUAN_CACHE")
+    if env:
+        return Path(env).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "wenyuan"
+
+
+def project_root() -> Path:
+    return Path(__file__).resolve().parent.parent
+
+
+def default_corpus() -> Path:
+    return project_root() / "data" / "articles.txt"
+
+
+def default_index_dir() -> Path:
+    return project_root() / "index" / "default"
+
+
+@dataclass
+class CorpusConfig:
+    csv_text_column: str = "text"
+    max_file_bytes: int = 50_000_000
+
+
+@dataclass
+class ChunkConfig:
+    # Chosen on the dev set: see README "Measurements".
+    max_chars: int = 200
+    overlap_sentences: int = 1
+
+
+@dataclass
+class EmbeddingConfig:
+    model: str = DEFAULT_EMBEDDING_MODEL
+    query_prefix: str = "query: "
+    passage_prefix: str = "passage: "
+    batch_size: int = 32
+    device: str = "cpu"
+
+
+@dataclass
+class IndexConfig:
+    # "flat" (exact inner product), "hnsw", "ivf", or "auto" (chosen by size).
+    faiss_type: str = "flat"
+
+
+@dataclass
+class RetrievalConfig:
+    top_k: int = 5
+    candidates: int = 30
+    fusion: str = "rrf"
+    rrf_k: int = 60
+    dense_weight: float = 1.0
+    lexical_weight: float = 1.0
+
+
+@dataclass
+class GenerationConfig:
+    backend: str = "causal"
+    model: str = DEFAULT_GENERATOR_MODEL
+    max_new_tokens: int = 96
+    max_question_chars: int = 500
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Config:
+    corpus: CorpusConfig = field(default_factory=CorpusConfig)
+    chunking: ChunkConfig = field(default_factory=ChunkConfig)
+    embedding: EmbeddingConfig = field(default_factory=EmbeddingConfig)
+    index: IndexConfig = field(default_factory=IndexConfig)
+    retrieval: RetrievalConfig = field(default_factory=RetrievalConfig)
+    generation: GenerationConfig = field(default_factory=GenerationConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Config":
+        return _build(cls, data, "")
+
+    @classmethod
+    def from_toml(cls, path: str | Path) -> "Config":
+        try:
+            with open(path, "rb") as f:
+                data = tomllib.load(f)
+        except OSError as e:
+            raise ConfigError(f"cannot read config file {path}: {e}") from e
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError(f"config file {path} is not valid TOML: {e}") from e
+        return cls.from_dict(data)
+
+    def with_overrides(self, **sections: dict[str, Any]) -> "Config":
+        """Return a copy with ``section={key: value}`` overrides applied (None values ignored)."""
+        data = self.to_dict()
+        for section, values in sections.items():
+            if section not in data:
+                raise ConfigError(f"unknown config section {section!r}")
+            for key, value in values.items():
+                if value is not None:
+                    data[section][key] = value
+        return Config.from_dict(data)
+
+
+def _build(cls: type, data: dict[str, Any], prefix: str) -> Any:
+    if not isinstance(data, dict):
+        raise ConfigError(f"config section {prefix or '<root>'} must be a table, got {data!r}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs: dict[str, Any] = {}
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        if key not in fields:
+            known = ", ".join(sorted(fields))
+            raise ConfigError(f"unknown config key {name!r}; known keys here: {known}")
+        sub = fields[key].default_factory if fields[key].default_factory is not dataclasses.MISSING else None
+        if sub is not None and dataclasses.is_dataclass(sub):
+            kwargs[key] = _build(sub, value, f"{name}.")
+        else:
+            kwargs[key] = value
+    return cls(**kwargs)

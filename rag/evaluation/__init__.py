@@ -1,0 +1,1 @@
+"""Offline evaluation: metrics, runs and reports."""

@@ -1,0 +1,175 @@
+"""A self-describing index folder: manifest, FAISS file, BM25 index, chunk store.
+
+Layout of ``index/<name>/``::
+
+    manifest.json    format version, embedding model + dimension, chunking, counts, hashes
+    dense.faiss      FAISS index over passage embeddings (row i = chunk i)
+    vectors.npy      the passage embeddings, reused when the corpus changes little
+    lexical/         bm25s index over jieba tokens
+    chunks.jsonl     one Chunk per line, in index order
+    documents.jsonl  one Document per line (with aliases)
+
+Writes are atomic: a new index is built in a temporary sibling folder and
+renamed into place, so an interrupted build leaves the previous index intact.
+A lock file stops two builds from writing the same folder at once.
+"""
+from __future__ import annotations
+
+import dataclasses
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import shutil
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from rag import dense
+from rag.errors import IndexLoadError, RagError
+from rag.lexical import LexicalIndex
+from rag.records import Chunk, Document
+
+logger = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+FILES = ("dense.faiss", "vectors.npy", "chunks.jsonl", "documents.jsonl")
+REBUILD_HINT = "rebuild it with `rag index build --index-dir {dir}` (delete the folder first if the error persists)"
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _write_jsonl(path: Path, records) -> None:
+    with open(path, "w", encoding="utf-8") as f:
+        for r in records:
+            f.write(json.dumps(dataclasses.asdict(r), ensure_ascii=False) + "\n")
+
+
+def _read_jsonl(path: Path, cls):
+    out = []
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            d = json.loads(line)
+            if "aliases" in d:
+                d["aliases"] = tuple(d["aliases"])
+            out.append(cls(**d))
+    return out
+
+
+@contextmanager
+def build_lock(index_dir: Path, wait_s: float = 0.0) -> Iterator[None]:
+    """Hold ``.<name>.lock`` beside the index folder; fail clearly if another build holds it."""
+    index_dir.parent.mkdir(parents=True, exist_ok=True)
+    lock_path = index_dir.parent / f".{index_dir.name}.lock"
+    with open(lock_path, "w") as f:
+        deadline = time.monotonic() + wait_s
+        while True:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise RagError(f"another build is writing {index_dir} (lock {lock_path} is held); wait for it to finish and try again") from None
+                time.sleep(0.2)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+@dataclasses.dataclass
+class Index:
+    """An index loaded in memory."""
+
+    manifest: dict
+    documents: list[Document]
+    chunks: list[Chunk]
+    vectors: np.ndarray
+    faiss_index: object
+    lexical: LexicalIndex
+
+    @property
+    def dimension(self) -> int:
+        return int(self.vectors.shape[1])
+
+    def save(self, index_dir: Path) -> None:
+        """Write atomically: temp folder, then rename over ``index_dir``."""
+        index_dir = Path(index_dir)
+        index_dir.parent.mkdir(parents=True, exist_ok=True)
+        tmp = index_dir.parent / f".{index_dir.name}.tmp-{os.getpid()}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+        dense.save_faiss(self.faiss_index, tmp / "dense.faiss")
+        np.save(tmp / "vectors.npy", self.vectors)
+        _write_jsonl(tmp / "chunks.jsonl", self.chunks)
+        _write_jsonl(tmp / "documents.jsonl", self.documents)
+        self.lexical.save(tmp / "lexical")
+        manifest = dict(self.manifest, files={name: _sha256(tmp / name) for name in FILES})
+        (tmp / "manifest.json").write_text(json.dumps(manifest, ensure_ascii=False, indent=2), encoding="utf-8")
+        for p in [tmp, *tmp.iterdir()]:
+            if p.is_file():
+                with open(p, "rb") as f:
+                    os.fsync(f.fileno())
+        old = index_dir.parent / f".{index_dir.name}.old-{os.getpid()}"
+        if index_dir.exists():
+            index_dir.rename(old)
+        tmp.rename(index_dir)
+        shutil.rmtree(old, ignore_errors=True)
+        self.manifest = manifest
+        logger.info("saved index with %d chunks to %s", len(self.chunks), index_dir)
+
+    @classmethod
+    def load(cls, index_dir: str | Path, embedding_model: str | None = None, verify_hashes: bool = False) -> "Index":
+        """Load and check an index folder; raise IndexLoadError saying how to rebuild."""
+        index_dir = Path(index_dir)
+        hint = REBUILD_HINT.format(dir=index_dir)
+        manifest_path = index_dir / "manifest.json"
+        if not manifest_path.exists():
+            raise IndexLoadError(f"no index at {index_dir} (manifest.json missing); {hint}")
+        try:
+            manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as e:
+            raise IndexLoadError(f"{manifest_path} is unreadable ({e}); {hint}") from e
+        version = manifest.get("format_version")
+        if not isinstance(version, int) or version > FORMAT_VERSION:
+            raise IndexLoadError(f"index {index_dir} has format version {version!r}, this program reads up to {FORMAT_VERSION}; upgrade Wenyuan or {hint}")
+        emb = manifest.get("embedding", {})
+        if embedding_model is not None and emb.get("model") != embedding_model:
+            raise IndexLoadError(f"index {index_dir} was built with embedding model {emb.get('model')!r}, but {embedding_model!r} is configured; {hint}")
+        for name in (*FILES, "lexical"):
+            if not (index_dir / name).exists():
+                raise IndexLoadError(f"index {index_dir} is missing {name}; {hint}")
+        if verify_hashes:
+            for name, digest in manifest.get("files", {}).items():
+                if _sha256(index_dir / name) != digest:
+                    raise IndexLoadError(f"{index_dir / name} does not match its manifest hash (changed or corrupt); {hint}")
+        try:
+            chunks = _read_jsonl(index_dir / "chunks.jsonl", Chunk)
+            documents = _read_jsonl(index_dir / "documents.jsonl", Document)
+            vectors = np.load(index_dir / "vectors.npy")
+        except (OSError, ValueError, TypeError) as e:
+            raise IndexLoadError(f"index {index_dir} has an unreadable chunk store or vectors ({e}); {hint}") from e
+        faiss_index = dense.load_faiss(index_dir / "dense.faiss")
+        lexical = LexicalIndex.load(index_dir / "lexical")
+        counts = manifest.get("counts", {})
+        n = counts.get("chunks")
+        if not (n == len(chunks) == faiss_index.ntotal == len(vectors) == lexical.size):
+            raise IndexLoadError(
+                f"index {index_dir} is inconsistent: manifest says {n} chunks, chunk store has {len(chunks)}, "
+                f"FAISS has {faiss_index.ntotal}, vectors {len(vectors)}, BM25 {lexical.size}; {hint}"
+            )
+        if vectors.ndim != 2 or vectors.shape[1] != emb.get("dimension") or faiss_index.d != emb.get("dimension"):
+            raise IndexLoadError(f"index {index_dir}: vector dimension does not match the manifest ({emb.get('dimension')}); {hint}")
+        if counts.get("documents") != len(documents):
+            raise IndexLoadError(f"index {index_dir}: manifest says {counts.get('documents')} documents, store has {len(documents)}; {hint}")
+        return cls(manifest, documents, chunks, vectors, faiss_index, lexical)

@@ -1,0 +1,73 @@
+"""Text normalisation for Chinese documents and questions.
+
+NFKC alone would turn Chinese punctuation such as ，into an ASCII comma, which
+changes how the text reads and breaks sentence splitting, so it is applied per
+character and skipped for CJK punctuation.
+"""
+from __future__ import annotations
+
+import re
+import unicodedata
+
+# Full-width punctuation that is ordinary Chinese typography and stays as is.
+KEEP_CHARS = frozenset("，。、；：？！“”‘’（）《》〈〉【】〔〕「」『』…—～·")
+
+_CJK_RANGES = (
+    ("\u3000", "\u303f"),  # CJK symbols and punctuation
+    ("\u3400", "\u4dbf"),
+    ("\u4e00", "\u9fff"),
+    ("\uf900", "\ufaff"),
+    ("\uff00", "\uffef"),  # full-width forms (punctuation kept above)
+    ("\u2018", "\u201d"),  # curly quotes
+    ("\u2026", "\u2026"),
+    ("\u2014", "\u2014"),
+    ("\u00b7", "\u00b7"),
+)
+_CJK_CLASS = "".join(f"{a}-{b}" if a != b else a for a, b in _CJK_RANGES)
+# A space touching a CJK character or punctuation is a segmentation artefact.
+_SPACE_NEAR_CJK = re.compile(rf"[ \t]+(?=[{_CJK_CLASS}])|(?<=[{_CJK_CLASS}])[ \t]+")
+# Full-width letters/digits split one per word ("ｉ Ｗ ｉ ｌ ｌ") were one token.
+_SPLIT_FULLWIDTH = re.compile(r"(?<=[\uff10-\uff19\uff21-\uff3a\uff41-\uff5a]) (?=[\uff10-\uff19\uff21-\uff3a\uff41-\uff5a])")
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\u200b-\u200f\u2028\u2029\ufeff]")
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
+_MULTI_SPACE = re.compile(r"[ \t]{2,}")
+
+
+def _char_nfkc(ch: str) -> str:
+    if ch in KEEP_CHARS or ch.isascii():
+        return ch
+    out = unicodedata.normalize("NFKC", ch)
+    # Never let NFKC expand one character into ASCII punctuation soup ("⑴" -> "(1)") is fine,
+    # but spaces produced from ideographic space are handled by the space rules below.
+    return out
+
+
+def clean_control(text: str) -> str:
+    """Remove control characters and lone surrogates (keeps newlines and tabs)."""
+    return _SURROGATE.sub("", _CONTROL.sub("", text))
+
+
+def normalize_text(text: str) -> str:
+    """Normalise one document or question.
+
+    - full-width letters and digits become ASCII, other compatibility forms NFKC;
+    - Chinese punctuation (，。“”…) is kept;
+    - spaces next to CJK characters are removed, spaces between Latin words kept;
+    - control characters and invalid surrogates are dropped.
+
+    The function is idempotent: ``normalize_text(normalize_text(s)) == normalize_text(s)``.
+    """
+    text = clean_control(text)
+    text = _SPLIT_FULLWIDTH.sub("", text)
+    text = "".join(_char_nfkc(ch) for ch in text)
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    lines = []
+    for line in text.split("\n"):
+        line = _SPACE_NEAR_CJK.sub("", line)
+        line = _MULTI_SPACE.sub(" ", line).strip()
+        lines.append(line)
+    return "\n".join(lines).strip()
+
+
+def is_cjk(ch: str) -> bool:
+    return "\u4e00" <= ch <= "\u9fff" or "\u3400" <= ch <= "\u4dbf"

@@ -1,0 +1,76 @@
+"""The `RAG` object: the public entry point tying the stages together."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Iterable, Sequence
+
+from rag.build import build_index
+from rag.config import Config
+from rag.corpus import alias_map
+from rag.embedding import Embedder
+from rag.index import Index
+from rag.records import Passage
+from rag.retrieval import Retriever
+
+logger = logging.getLogger(__name__)
+
+
+class RAG:
+    """Retrieval-augmented question answering over one or more indexes.
+
+    Example:
+        >>> rag = RAG.build(["data/articles.txt"], index_dir="index/default")
+        >>> rag = RAG.load("index/default")
+        >>> rag.retrieve("腾讯基金会计划出资多少？", top_k=5)[0].doc_id
+    """
+
+    def __init__(self, indexes: Sequence[Index], config: Config | None = None, embedder: Embedder | None = None) -> None:
+        self.config = config or Config()
+        self.indexes = list(indexes)
+        self.embedder = embedder or Embedder(self.config.embedding)
+        self.retriever = Retriever(self.indexes, self.embedder, self.config.retrieval)
+        self.aliases: dict[str, str] = {}
+        for index in self.indexes:
+            self.aliases.update(alias_map(index.documents))
+
+    @classmethod
+    def build(
+        cls,
+        paths: Iterable[str | Path],
+        index_dir: str | Path = "index/default",
+        config: Config | None = None,
+        force: bool = False,
+    ) -> "RAG":
+        """Build (or reuse, when unchanged) the index for ``paths`` and return a ready RAG."""
+        config = config or Config()
+        holder: dict[str, Embedder] = {}
+
+        def factory() -> Embedder:
+            holder.setdefault("e", Embedder(config.embedding))
+            return holder["e"]
+
+        index = build_index(paths, index_dir, config, factory, force=force)
+        return cls([index], config, holder.get("e"))
+
+    @classmethod
+    def load(cls, *index_dirs: str | Path, config: Config | None = None) -> "RAG":
+        """Load one or more index folders (searched together)."""
+        config = config or Config()
+        indexes = [Index.load(d, embedding_model=config.embedding.model) for d in index_dirs]
+        built = indexes[0].manifest.get("config")
+        if built and config == Config():
+            # Nothing configured by the caller: reuse the settings the index was built with.
+            config = Config.from_dict(built)
+        return cls(indexes, config)
+
+    def resolve_doc_id(self, doc_id: str) -> str:
+        """Canonical id for any document id or alias of a folded duplicate."""
+        return self.aliases.get(doc_id, doc_id)
+
+    def retrieve(self, question: str, top_k: int | None = None) -> list[Passage]:
+        """Top-k passages for a question, best first."""
+        return self.retriever.retrieve(question, top_k)
+
+    def retrieve_batch(self, questions: Sequence[str], top_k: int | None = None) -> list[list[Passage]]:
+        return self.retriever.retrieve_batch(questions, top_k)

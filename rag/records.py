@@ -1,0 +1,103 @@
+"""Typed records passed between pipeline stages.
+
+Data flows one way: Document -> Chunk -> (embedding, index) -> Passage -> Answer.
+All records are frozen so a stage cannot change what an earlier stage produced.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Document:
+    """One deduplicated source document.
+
+    Attributes:
+        id: stable id, e.g. ``doc-001`` for the default corpus.
+        text: normalised text; chunk offsets index into it.
+        title: short display title.
+        source: file the document came from.
+        aliases: ids of exact duplicates that were folded into this document.
+    """
+
+    id: str
+    text: str
+    title: str
+    source: str = ""
+    aliases: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """A span of a document: ``document.text[start:end] == text``."""
+
+    id: str
+    doc_id: str
+    text: str
+    start: int
+    end: int
+    title: str = ""
+
+
+@dataclass(frozen=True)
+class Passage:
+    """A retrieved chunk with its scores.
+
+    ``score`` is the fused score used for ranking; ``dense_score`` is the cosine
+    similarity and ``lexical_score`` the BM25 score (None when the chunk was not
+    a candidate of that retriever).
+    """
+
+    chunk: Chunk
+    score: float
+    dense_score: float | None = None
+    lexical_score: float | None = None
+
+    @property
+    def doc_id(self) -> str:
+        return self.chunk.doc_id
+
+    @property
+    def chunk_id(self) -> str:
+        return self.chunk.id
+
+    @property
+    def text(self) -> str:
+        return self.chunk.text
+
+    @property
+    def title(self) -> str:
+        return self.chunk.title
+
+
+@dataclass(frozen=True)
+class Citation:
+    """A verified link from one answer sentence to the passage supporting it.
+
+    ``marker`` is the 1-based passage number shown as ``[marker]``;
+    ``passage.text[start:end] == quote``.
+    """
+
+    marker: int
+    doc_id: str
+    chunk_id: str
+    quote: str
+    start: int
+    end: int
+    sentence: str = ""
+    score: float = 0.0
+
+
+@dataclass(frozen=True)
+class Answer:
+    """The product's reply to one question."""
+
+    question: str
+    text: str
+    citations: tuple[Citation, ...] = ()
+    passages: tuple[Passage, ...] = ()
+    refused: bool = False
+    timings: dict[str, float] = field(default_factory=dict)
+    standalone_question: str = ""
+    backend: str = ""
+    notice: str = ""

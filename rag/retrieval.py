@@ -1,0 +1,106 @@
+"""Hybrid retrieval: dense (FAISS) and lexical (BM25) candidates fused into one ranking."""
+from __future__ import annotations
+
+import logging
+from typing import Sequence
+
+import numpy as np
+
+from rag import dense
+from rag.config import RetrievalConfig
+from rag.errors import ConfigError
+from rag.index import Index
+from rag.records import Passage
+
+logger = logging.getLogger(__name__)
+
+FUSIONS = ("rrf", "weighted", "dense", "lexical")
+
+
+def fuse(
+    dense_hits: dict[int, float],
+    lexical_hits: dict[int, float],
+    config: RetrievalConfig,
+) -> dict[int, float]:
+    """Fused score per chunk position.
+
+    ``rrf``: weighted reciprocal-rank fusion. ``weighted``: weighted sum of
+    scores scaled to [0, 1] per query (dense by min-max over candidates, BM25 by
+    its maximum), which keeps how much better the best match is than the rest.
+    """
+    if config.fusion == "dense":
+        return dict(dense_hits)
+    if config.fusion == "lexical":
+        return dict(lexical_hits)
+    fused: dict[int, float] = {}
+    if config.fusion == "rrf":
+        for weight, hits in ((config.dense_weight, dense_hits), (config.lexical_weight, lexical_hits)):
+            for rank, pos in enumerate(sorted(hits, key=hits.get, reverse=True)):
+                fused[pos] = fused.get(pos, 0.0) + weight / (config.rrf_k + rank + 1)
+        return fused
+    if config.fusion == "weighted":
+        d_vals = np.array(list(dense_hits.values()) or [0.0])
+        d_lo, d_hi = float(d_vals.min()), float(d_vals.max())
+        l_hi = max(lexical_hits.values(), default=0.0) or 1.0
+        for pos in set(dense_hits) | set(lexical_hits):
+            d = (dense_hits[pos] - d_lo) / (d_hi - d_lo) if pos in dense_hits and d_hi > d_lo else 0.0
+            lex = lexical_hits.get(pos, 0.0) / l_hi
+            fused[pos] = config.dense_weight * d + config.lexical_weight * lex
+        return fused
+    raise ConfigError(f"unknown retrieval.fusion {config.fusion!r}; use one of {', '.join(FUSIONS)}")
+
+
+class Retriever:
+    """Searches one or more indexes with one embedder and returns fused passages."""
+
+    def __init__(self, indexes: Sequence[Index], embedder, config: RetrievalConfig | None = None) -> None:
+        self.indexes = list(indexes)
+        self.embedder = embedder
+        self.config = config or RetrievalConfig()
+
+    def retrieve_batch(self, queries: Sequence[str], top_k: int | None = None) -> list[list[Passage]]:
+        top_k = top_k or self.config.top_k
+        if top_k < 1:
+            raise ConfigError("top_k must be at least 1")
+        n_cand = max(self.config.candidates, top_k)
+        qvecs = self.embedder.embed_queries(list(queries)) if self.config.fusion != "lexical" else None
+        results: list[list[Passage]] = []
+        for qi, query in enumerate(queries):
+            scored: list[Passage] = []
+            for index in self.indexes:
+                scored.extend(self._search_one(index, query, None if qvecs is None else qvecs[qi : qi + 1], n_cand))
+            scored.sort(key=lambda p: (-p.score, p.chunk.id))
+            results.append(_dedupe(scored)[:top_k])
+        return results
+
+    def retrieve(self, query: str, top_k: int | None = None) -> list[Passage]:
+        return self.retrieve_batch([query], top_k)[0]
+
+    def _search_one(self, index: Index, query: str, qvec: np.ndarray | None, n_cand: int) -> list[Passage]:
+        dense_hits: dict[int, float] = {}
+        if qvec is not None:
+            scores, positions = dense.search(index.faiss_index, qvec, n_cand)
+            dense_hits = {int(p): float(s) for p, s in zip(positions[0], scores[0]) if p >= 0}
+        lexical_hits: dict[int, float] = {}
+        if self.config.fusion != "dense":
+            positions, scores = index.lexical.search(query, n_cand)
+            lexical_hits = {int(p): float(s) for p, s in zip(positions, scores)}
+        fused = fuse(dense_hits, lexical_hits, self.config)
+        out = []
+        for pos, score in fused.items():
+            d = dense_hits.get(pos)
+            if d is None and qvec is not None:  # exact cosine for lexical-only candidates, for display and refusal
+                d = float(index.vectors[pos] @ qvec[0])
+            out.append(Passage(chunk=index.chunks[pos], score=float(score), dense_score=d, lexical_score=lexical_hits.get(pos)))
+        return out
+
+
+def _dedupe(passages: list[Passage]) -> list[Passage]:
+    seen: set[str] = set()
+    out = []
+    for p in passages:
+        if p.text in seen:
+            continue
+        seen.add(p.text)
+        out.append(p)
+    return out
