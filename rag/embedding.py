@@ -59,7 +59,7 @@ class Embedder:
                 f"cannot load embedding model {self.model_name!r} (from {path}): {e}. "
                 "Give a local sentence-transformers folder, or for the default model run `rag models provision`."
             ) from e
-        self.dimension = int(self._model.get_sentence_embedding_dimension())
+        self.dimension = int(self._model.get_embedding_dimension())
 
     def _encode(self, texts: Sequence[str], prefix: str) -> np.ndarray:
         if not texts:
