@@ -122,6 +122,10 @@ def models_provision(generator: bool) -> None:
         click.echo(f"generator model: {ensure_generator_model()}")
 
 
+from rag.cli_eval import eval_group  # noqa: E402
+cli.add_command(eval_group, "eval")
+
+
 def main() -> None:
     cli(prog_name="rag")
 

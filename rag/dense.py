@@ -35,12 +35,12 @@ def build_faiss(vectors: np.ndarray, kind: str = "flat"):
         index.hnsw.efConstruction = 80
         index.hnsw.efSearch = 64
     else:  # ivf with scalar-quantised codes: 1/4 of the flat index memory
-        nlist = max(1, min(4096, int(4 * np.sqrt(max(n, 1)))))
+        nlist = max(1, min(4096, int(np.sqrt(max(n, 1)))))
         quantizer = faiss.IndexFlatIP(dim)
         index = faiss.IndexIVFScalarQuantizer(quantizer, dim, nlist, faiss.ScalarQuantizer.QT_8bit, faiss.METRIC_INNER_PRODUCT)
         train = vectors if n <= 100 * nlist else vectors[np.random.default_rng(0).choice(n, 100 * nlist, replace=False)]
         index.train(train)
-        index.nprobe = min(nlist, 16)
+        index.nprobe = min(nlist, max(16, nlist // 16))
     if n:
         index.add(vectors)
     return index

@@ -1,0 +1,48 @@
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("WENYUAN_NO_PROGRESS", "1")
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class FakeEmbedder:
+    """Deterministic bag-of-bigrams embedder: similar text -> similar vectors, no model."""
+
+    model_name = "fake-bigram"
+    dimension = 64
+
+    def _vec(self, text: str) -> np.ndarray:
+        v = np.zeros(self.dimension, dtype=np.float32)
+        for i in range(len(text) - 1):
+            h = int(hashlib.md5(text[i : i + 2].encode()).hexdigest()[:8], 16)
+            v[h % self.dimension] += 1.0
+        n = np.linalg.norm(v)
+        return v / n if n else v
+
+    def embed_passages(self, texts):
+        return np.stack([self._vec(t) for t in texts]) if texts else np.zeros((0, self.dimension), np.float32)
+
+    embed_queries = embed_passages
+
+
+@pytest.fixture
+def fake_embedder() -> FakeEmbedder:
+    return FakeEmbedder()
+
+
+@pytest.fixture
+def fake_config():
+    from rag.config import Config
+
+    return Config().with_overrides(embedding={"model": FakeEmbedder.model_name})
+
+
+@pytest.fixture(autouse=True)
+def _chdir_root(monkeypatch):
+    monkeypatch.chdir(ROOT)
