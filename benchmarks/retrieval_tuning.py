@@ -43,9 +43,9 @@ def main() -> None:
     ap.add_argument("--out", default="benchmarks/results/retrieval_tuning.json")
     args = ap.parse_args()
     questions = load_questions(args.questions)
-    fusions = [("dense", 1, 1, 60), ("lexical", 1, 1, 60), ("rrf", 1, 1, 60)]
-    fusions += [("rrf", d, 1, k) for d, k in itertools.product([0.5, 0.7], [10, 30, 60])]
-    fusions += [("weighted", d, 1, 60) for d in [0.3, 0.5, 0.7, 1.0, 1.5]]
+    fusions = [("dense", 1, 1, 60, 0), ("lexical", 1, 1, 60, 0), ("rrf", 1, 1, 60, 0), ("rrf", 0.7, 1, 30, 0)]
+    fusions += [("weighted", d, 1, 60, 0) for d in [0.5, 1.0]]
+    fusions += [("hybrid", d, l, 60, 1.0) for d, l in itertools.product([0, 0.25, 0.5, 1.0], [0, 0.25, 0.5])]
     rows = []
     embedder = None
     for size in args.sizes:
@@ -55,10 +55,10 @@ def main() -> None:
         if rag.embedder is not None:
             embedder = rag.embedder
         build_s = time.perf_counter() - t
-        for fusion, dw, lw, k in fusions:
-            cfg = config.with_overrides(retrieval={"fusion": fusion, "dense_weight": dw, "lexical_weight": lw, "rrf_k": k})
+        for fusion, dw, lw, k, cw in fusions:
+            cfg = config.with_overrides(retrieval={"fusion": fusion, "dense_weight": dw, "lexical_weight": lw, "rrf_k": k, "coverage_weight": cw})
             r = RAG(rag.indexes, cfg, embedder=rag.embedder)
-            row = {"chunk": size, "fusion": fusion, "dense_w": dw, "lexical_w": lw, "rrf_k": k, **score(r, questions)}
+            row = {"chunk": size, "fusion": fusion, "dense_w": dw, "lexical_w": lw, "rrf_k": k, "coverage_w": cw, **score(r, questions)}
             rows.append(row)
             print(json.dumps(row, ensure_ascii=False), flush=True)
         print(f"# chunk {size}: build {build_s:.1f}s, {len(rag.indexes[0].chunks)} chunks", flush=True)

@@ -6,6 +6,7 @@ chunks whose text is unchanged are reused.
 """
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import logging
 import time
@@ -31,7 +32,7 @@ def _fingerprint(config: Config, docs_hash: str, dimension: int | None = None) -
         "corpus_hash": docs_hash,
         "embedding_model": config.embedding.model,
         "passage_prefix": config.embedding.passage_prefix,
-        "chunking": {"max_chars": config.chunking.max_chars, "overlap_sentences": config.chunking.overlap_sentences},
+        "chunking": dataclasses.asdict(config.chunking),
         "faiss_type_requested": config.index.faiss_type,
     }
 
@@ -69,25 +70,25 @@ def build_index(
         if old is not None and not force and old.manifest.get("fingerprint") == fingerprint:
             logger.info("index at %s is up to date (%d chunks); nothing to embed", index_dir, len(old.chunks))
             return old
-        chunks = chunk_documents(docs, config.chunking.max_chars, config.chunking.overlap_sentences)
+        chunks = chunk_documents(docs, config.chunking.max_chars, config.chunking.overlap_sentences, config.chunking.context_chars)
         reuse = {}
         if old is not None and not force:
-            reuse = {c.text: old.vectors[i] for i, c in enumerate(old.chunks)}
-        todo = [i for i, c in enumerate(chunks) if c.text not in reuse]
+            reuse = {c.indexed_text: old.vectors[i] for i, c in enumerate(old.chunks)}
+        todo = [i for i, c in enumerate(chunks) if c.indexed_text not in reuse]
         embedder = embedder_factory() if todo or not reuse else None
         dim = embedder.dimension if embedder is not None else old.dimension
         vectors = np.zeros((len(chunks), dim), dtype=np.float32)
         for i, c in enumerate(chunks):
-            if c.text in reuse:
-                vectors[i] = reuse[c.text]
+            if c.indexed_text in reuse:
+                vectors[i] = reuse[c.indexed_text]
         t_embed = time.perf_counter()
         if todo:
             logger.info("embedding %d chunks (%d reused)", len(todo), len(chunks) - len(todo))
-            vectors[todo] = embedder.embed_passages([chunks[i].text for i in todo])
+            vectors[todo] = embedder.embed_passages([chunks[i].indexed_text for i in todo])
         t_embed = time.perf_counter() - t_embed
         faiss_type = dense.choose_type(config.index.faiss_type, len(chunks))
         faiss_index = dense.build_faiss(vectors, faiss_type)
-        lexical = LexicalIndex.build([c.text for c in chunks])
+        lexical = LexicalIndex.build([c.indexed_text for c in chunks])
         manifest = {
             "format_version": FORMAT_VERSION,
             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
@@ -97,7 +98,7 @@ def build_index(
                 "query_prefix": config.embedding.query_prefix,
                 "passage_prefix": config.embedding.passage_prefix,
             },
-            "chunking": {"max_chars": config.chunking.max_chars, "overlap_sentences": config.chunking.overlap_sentences},
+            "chunking": dataclasses.asdict(config.chunking),
             "faiss_type": faiss_type,
             "lexical": {"engine": "bm25s", "tokenizer": "jieba.cut_for_search"},
             "corpus_hash": fingerprint["corpus_hash"],

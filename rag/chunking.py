@@ -87,10 +87,18 @@ def _strip_spans(text: str, spans: list[tuple[int, int]]) -> list[tuple[int, int
     return out
 
 
-def chunk_documents(documents: Iterable[Document], max_chars: int = 200, overlap_sentences: int = 1) -> list[Chunk]:
-    """Split documents into chunks; ``doc.text[chunk.start:chunk.end] == chunk.text``."""
+def chunk_documents(
+    documents: Iterable[Document], max_chars: int = 200, overlap_sentences: int = 1, context_chars: int = 80
+) -> list[Chunk]:
+    """Split documents into chunks; ``doc.text[chunk.start:chunk.end] == chunk.text``.
+
+    Each chunk carries as ``context`` the document's first ``context_chars``
+    characters that it does not itself contain: news articles name their
+    subject at the start, and later chunks rarely repeat it.
+    """
     chunks: list[Chunk] = []
     for doc in documents:
         for n, (s, e) in enumerate(chunk_text(doc.text, max_chars, overlap_sentences)):
-            chunks.append(Chunk(id=f"{doc.id}#{n}", doc_id=doc.id, text=doc.text[s:e], start=s, end=e, title=doc.title))
+            context = doc.text[: min(context_chars, s)].strip()
+            chunks.append(Chunk(id=f"{doc.id}#{n}", doc_id=doc.id, text=doc.text[s:e], start=s, end=e, title=doc.title, context=context))
     return chunks

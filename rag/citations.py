@@ -14,6 +14,7 @@ from typing import Sequence
 
 from rag.chunking import split_sentences
 from rag.records import Citation, Passage
+from rag.textsim import bigrams, overlap
 
 _MARKER = re.compile(r"\s*[\[【]\s*(\d{1,2})(?:\s*[,，、]\s*\d{1,2})*\s*[\]】]")
 _ANSWER_SPLIT = re.compile(r"(?<=[。！？；!?;\n])")
@@ -21,17 +22,6 @@ _ANSWER_SPLIT = re.compile(r"(?<=[。！？；!?;\n])")
 _KEY_TOKEN = re.compile(r"\d+(?:[.,]\d+)*|[A-Za-z][A-Za-z\-]+")
 _CJK_NUM = re.compile(r"[零一二三四五六七八九十百千万亿两]{2,}")
 _NOT_CONTENT = re.compile(r"[\s\W_]+")
-
-
-def bigrams(text: str) -> set[str]:
-    t = _NOT_CONTENT.sub("", text.lower())
-    return {t[i : i + 2] for i in range(len(t) - 1)} or ({t} if t else set())
-
-
-def overlap(part: str, whole_bigrams: set[str]) -> float:
-    """Share of ``part``'s bigrams found in ``whole_bigrams``."""
-    b = bigrams(part)
-    return len(b & whole_bigrams) / len(b) if b else 0.0
 
 
 def key_tokens(text: str) -> list[str]:

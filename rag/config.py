@@ -50,6 +50,7 @@ class ChunkConfig:
     # Chosen on the dev set: see README "Measurements".
     max_chars: int = 200
     overlap_sentences: int = 1
+    context_chars: int = 80
 
 
 @dataclass
@@ -71,10 +72,12 @@ class IndexConfig:
 class RetrievalConfig:
     top_k: int = 5
     candidates: int = 30
-    fusion: str = "rrf"
+    # "hybrid": weighted dense + BM25 + question bigram coverage (see retrieval.py).
+    fusion: str = "hybrid"
     rrf_k: int = 60
-    dense_weight: float = 1.0
-    lexical_weight: float = 1.0
+    dense_weight: float = 0.25
+    lexical_weight: float = 0.25
+    coverage_weight: float = 1.0
 
 
 @dataclass

@@ -64,7 +64,10 @@ class LexicalIndex:
 
     def search(self, query: str, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Top-k chunk positions and scores (positions of zero-score chunks omitted)."""
-        scores = self.scores(query)
+        return self.top(self.scores(query), k)
+
+    @staticmethod
+    def top(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         k = min(k, len(scores))
         top = np.argpartition(-scores, k - 1)[:k] if k else np.array([], dtype=np.int64)
         top = top[np.argsort(-scores[top], kind="stable")]

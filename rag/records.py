@@ -29,7 +29,12 @@ class Document:
 
 @dataclass(frozen=True)
 class Chunk:
-    """A span of a document: ``document.text[start:end] == text``."""
+    """A span of a document: ``document.text[start:end] == text``.
+
+    ``context`` is the opening of the document for chunks that do not include
+    it: indexed with the chunk (so a chunk deep in an article still matches the
+    article's subject) but never quoted as the chunk's text.
+    """
 
     id: str
     doc_id: str
@@ -37,6 +42,12 @@ class Chunk:
     start: int
     end: int
     title: str = ""
+    context: str = ""
+
+    @property
+    def indexed_text(self) -> str:
+        """The text that is embedded and BM25-indexed."""
+        return f"{self.context}\n{self.text}" if self.context else self.text
 
 
 @dataclass(frozen=True)

@@ -11,22 +11,28 @@ from rag.config import RetrievalConfig
 from rag.errors import ConfigError
 from rag.index import Index
 from rag.records import Passage
+from rag.textsim import bigrams, question_core
 
 logger = logging.getLogger(__name__)
 
-FUSIONS = ("rrf", "weighted", "dense", "lexical")
+FUSIONS = ("hybrid", "rrf", "weighted", "dense", "lexical")
 
 
 def fuse(
     dense_hits: dict[int, float],
     lexical_hits: dict[int, float],
     config: RetrievalConfig,
+    coverage: dict[int, float] | None = None,
 ) -> dict[int, float]:
     """Fused score per chunk position.
 
     ``rrf``: weighted reciprocal-rank fusion. ``weighted``: weighted sum of
     scores scaled to [0, 1] per query (dense by min-max over candidates, BM25 by
     its maximum), which keeps how much better the best match is than the rest.
+    ``hybrid`` (default): ``weighted`` plus ``coverage_weight`` times the share
+    of the question's character bigrams found in the chunk and its context;
+    measured on the dev set it beats both retrievers and their plain fusions
+    (README, "Measurements").
     """
     if config.fusion == "dense":
         return dict(dense_hits)
@@ -38,7 +44,7 @@ def fuse(
             for rank, pos in enumerate(sorted(hits, key=hits.get, reverse=True)):
                 fused[pos] = fused.get(pos, 0.0) + weight / (config.rrf_k + rank + 1)
         return fused
-    if config.fusion == "weighted":
+    if config.fusion in ("weighted", "hybrid"):
         d_vals = np.array(list(dense_hits.values()) or [0.0])
         d_lo, d_hi = float(d_vals.min()), float(d_vals.max())
         l_hi = max(lexical_hits.values(), default=0.0) or 1.0
@@ -46,6 +52,8 @@ def fuse(
             d = (dense_hits[pos] - d_lo) / (d_hi - d_lo) if pos in dense_hits and d_hi > d_lo else 0.0
             lex = lexical_hits.get(pos, 0.0) / l_hi
             fused[pos] = config.dense_weight * d + config.lexical_weight * lex
+            if config.fusion == "hybrid":
+                fused[pos] += config.coverage_weight * (coverage or {}).get(pos, 0.0)
         return fused
     raise ConfigError(f"unknown retrieval.fusion {config.fusion!r}; use one of {', '.join(FUSIONS)}")
 
@@ -83,9 +91,19 @@ class Retriever:
             dense_hits = {int(p): float(s) for p, s in zip(positions[0], scores[0]) if p >= 0}
         lexical_hits: dict[int, float] = {}
         if self.config.fusion != "dense":
-            positions, scores = index.lexical.search(query, n_cand)
+            all_scores = index.lexical.scores(query)
+            positions, scores = index.lexical.top(all_scores, n_cand)
             lexical_hits = {int(p): float(s) for p, s in zip(positions, scores)}
-        fused = fuse(dense_hits, lexical_hits, self.config)
+        coverage = None
+        if self.config.fusion == "hybrid":
+            candidates = set(dense_hits) | set(lexical_hits)
+            # Score every candidate on every signal, so no candidate loses for being missed by one retriever.
+            if qvec is not None:
+                dense_hits = {p: float(index.vectors[p] @ qvec[0]) for p in candidates}
+            lexical_hits = {p: float(all_scores[p]) for p in candidates}
+            core = bigrams(question_core(query))
+            coverage = {p: (len(core & bigrams(index.chunks[p].indexed_text)) / len(core) if core else 0.0) for p in candidates}
+        fused = fuse(dense_hits, lexical_hits, self.config, coverage)
         out = []
         for pos, score in fused.items():
             d = dense_hits.get(pos)

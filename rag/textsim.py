@@ -1,0 +1,29 @@
+"""Character-bigram similarity, the lexical signal shared by retrieval and citation checks.
+
+Chinese has no spaces, and word segmenters disagree with each other, so
+character bigrams are the robust unit for "does this text say the same thing".
+"""
+from __future__ import annotations
+
+import re
+
+_NOT_CONTENT = re.compile(r"[\s\W_]+")
+# Interrogatives and fillers carry no content to match against a passage.
+_QUESTION_WORDS = re.compile(r"(多少|什么|哪些|哪一|哪个|哪里|哪天|哪家|哪|谁|几|怎么|如何|为什么|为何|是否|吗|呢|请问|是)")
+
+
+def bigrams(text: str) -> set[str]:
+    """Character bigrams of ``text`` without punctuation or spaces, lower-cased."""
+    t = _NOT_CONTENT.sub("", text.lower())
+    return {t[i : i + 2] for i in range(len(t) - 1)} or ({t} if t else set())
+
+
+def overlap(part: str, whole_bigrams: set[str]) -> float:
+    """Share of ``part``'s bigrams found in ``whole_bigrams`` (0 when ``part`` is empty)."""
+    b = bigrams(part)
+    return len(b & whole_bigrams) / len(b) if b else 0.0
+
+
+def question_core(question: str) -> str:
+    """The question without interrogative words, for coverage checks."""
+    return _QUESTION_WORDS.sub("", question)
