@@ -73,22 +73,22 @@ def build_index(
         chunks = chunk_documents(docs, config.chunking.max_chars, config.chunking.overlap_sentences, config.chunking.context_chars)
         reuse = {}
         if old is not None and not force:
-            reuse = {c.indexed_text: old.vectors[i] for i, c in enumerate(old.chunks)}
-        todo = [i for i, c in enumerate(chunks) if c.indexed_text not in reuse]
+            reuse = {c.text: old.vectors[i] for i, c in enumerate(old.chunks)}
+        todo = [i for i, c in enumerate(chunks) if c.text not in reuse]
         embedder = embedder_factory() if todo or not reuse else None
         dim = embedder.dimension if embedder is not None else old.dimension
         vectors = np.zeros((len(chunks), dim), dtype=np.float32)
         for i, c in enumerate(chunks):
-            if c.indexed_text in reuse:
-                vectors[i] = reuse[c.indexed_text]
+            if c.text in reuse:
+                vectors[i] = reuse[c.text]
         t_embed = time.perf_counter()
         if todo:
             logger.info("embedding %d chunks (%d reused)", len(todo), len(chunks) - len(todo))
-            vectors[todo] = embedder.embed_passages([chunks[i].indexed_text for i in todo])
+            vectors[todo] = embedder.embed_passages([chunks[i].text for i in todo])
         t_embed = time.perf_counter() - t_embed
         faiss_type = dense.choose_type(config.index.faiss_type, len(chunks))
         faiss_index = dense.build_faiss(vectors, faiss_type)
-        lexical = LexicalIndex.build([c.indexed_text for c in chunks])
+        lexical = LexicalIndex.build([c.text for c in chunks])
         manifest = {
             "format_version": FORMAT_VERSION,
             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),

@@ -19,7 +19,7 @@ from rag.textsim import bigrams, overlap
 _MARKER = re.compile(r"\s*[\[【]\s*(\d{1,2})(?:\s*[,，、]\s*\d{1,2})*\s*[\]】]")
 _ANSWER_SPLIT = re.compile(r"(?<=[。！？；!?;\n])")
 # Numbers (with units of scale) and Latin words: invented ones are the commonest hallucination.
-_KEY_TOKEN = re.compile(r"\d+(?:[.,]\d+)*|[A-Za-z][A-Za-z\-]+")
+_KEY_TOKEN = re.compile(r"\d+(?:[.,]\d+)*|[A-Za-z][A-Za-z0-9\-]+")
 _CJK_NUM = re.compile(r"[零一二三四五六七八九十百千万亿两]{2,}")
 _NOT_CONTENT = re.compile(r"[\s\W_]+")
 

@@ -75,7 +75,7 @@ class RetrievalConfig:
     # "hybrid": weighted dense + BM25 + question bigram coverage (see retrieval.py).
     fusion: str = "hybrid"
     rrf_k: int = 60
-    dense_weight: float = 0.25
+    dense_weight: float = 0.5
     lexical_weight: float = 0.25
     coverage_weight: float = 1.0
 

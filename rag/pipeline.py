@@ -3,14 +3,17 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable, Iterator, Sequence
 
+import threading
+
+from rag.answering import Answerer
 from rag.build import build_index
 from rag.config import Config
 from rag.corpus import alias_map
 from rag.embedding import Embedder
 from rag.index import Index
-from rag.records import Passage
+from rag.records import Answer, Passage
 from rag.retrieval import Retriever
 
 logger = logging.getLogger(__name__)
@@ -33,6 +36,9 @@ class RAG:
         self.aliases: dict[str, str] = {}
         for index in self.indexes:
             self.aliases.update(alias_map(index.documents))
+        self.answerer = Answerer(self.retrieve, self.config.generation)
+        self._lock = threading.Lock()
+        self._extra: dict[str, Index] = {}  # indexes added with add_documents, by folder
 
     @classmethod
     def build(
@@ -74,3 +80,28 @@ class RAG:
 
     def retrieve_batch(self, questions: Sequence[str], top_k: int | None = None) -> list[list[Passage]]:
         return self.retriever.retrieve_batch(questions, top_k)
+
+    def ask(self, question: str, history: Sequence = (), top_k: int | None = None, backend: str | None = None) -> Answer:
+        """Answer with verified citations, or refuse (``answer.refused``).
+
+        ``history`` holds earlier ``(question, answer)`` pairs or chat messages;
+        a follow-up question is rewritten into a standalone one before retrieval.
+        """
+        return self.answerer.ask(question, history, top_k, backend)
+
+    def ask_stream(self, question: str, history: Sequence = (), top_k: int | None = None, backend: str | None = None) -> Iterator[str | Answer]:
+        """Yield answer text pieces as they are generated, then the final `Answer`."""
+        return self.answerer.ask_stream(question, history, top_k, backend)
+
+    def add_documents(self, paths: Iterable[str | Path], index_dir: str | Path) -> Index:
+        """(Re)build the extra index at ``index_dir`` from ``paths`` and search it too.
+
+        Unchanged chunks keep their vectors, so adding a file embeds only that
+        file. On any error the previous extra index stays as it was.
+        """
+        index = build_index(paths, index_dir, self.config, lambda: self.embedder)
+        with self._lock:
+            self._extra[str(Path(index_dir).resolve())] = index
+            self.retriever.indexes = self.indexes + list(self._extra.values())
+            self.aliases.update(alias_map(index.documents))
+        return index

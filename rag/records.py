@@ -32,8 +32,9 @@ class Chunk:
     """A span of a document: ``document.text[start:end] == text``.
 
     ``context`` is the opening of the document for chunks that do not include
-    it: indexed with the chunk (so a chunk deep in an article still matches the
-    article's subject) but never quoted as the chunk's text.
+    it. Retrieval matches questions against it with the chunk (a chunk deep in
+    an article rarely repeats the article's subject), but it is never quoted as
+    the chunk's text.
     """
 
     id: str
@@ -45,8 +46,8 @@ class Chunk:
     context: str = ""
 
     @property
-    def indexed_text(self) -> str:
-        """The text that is embedded and BM25-indexed."""
+    def with_context(self) -> str:
+        """The chunk preceded by its document context."""
         return f"{self.context}\n{self.text}" if self.context else self.text
 
 

@@ -102,7 +102,7 @@ class Retriever:
                 dense_hits = {p: float(index.vectors[p] @ qvec[0]) for p in candidates}
             lexical_hits = {p: float(all_scores[p]) for p in candidates}
             core = bigrams(question_core(query))
-            coverage = {p: (len(core & bigrams(index.chunks[p].indexed_text)) / len(core) if core else 0.0) for p in candidates}
+            coverage = {p: (len(core & bigrams(index.chunks[p].with_context)) / len(core) if core else 0.0) for p in candidates}
         fused = fuse(dense_hits, lexical_hits, self.config, coverage)
         out = []
         for pos, score in fused.items():

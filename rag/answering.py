@@ -1,0 +1,144 @@
+"""Turn retrieved passages into a verified, cited answer, or an honest refusal.
+
+Steps for one question: clean it; rewrite a follow-up into a standalone
+question; retrieve; refuse early when no passage covers the question; generate
+(streaming); verify every answer sentence against the passages (citations.py);
+refuse when nothing the model wrote is supported or when the supporting text
+does not address the question.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from typing import Callable, Iterator, Sequence
+
+from rag.citations import render, verify_answer
+from rag.config import GenerationConfig
+from rag.errors import ModelError
+from rag.questions import clean_question
+from rag.records import Answer, Passage
+from rag.rewrite import rewrite_question
+from rag.textsim import bigrams, question_core
+
+logger = logging.getLogger(__name__)
+
+REFUSAL_TEXT = "根据现有资料无法回答这个问题。"
+_REFUSAL_HINTS = ("无法回答", "没有提到", "未提及", "没有提及", "无法确定", "没有相关", "未提供")
+
+
+@dataclass(frozen=True)
+class RefusalPolicy:
+    """Thresholds calibrated on the dev set (README, "Measurements")."""
+
+    min_evidence: float = 0.5  # share of question bigrams found in the best passage
+    min_support: float = 0.5  # share of an answer sentence's bigrams found in its passage
+    min_grounding: float = 0.5  # share of question bigrams found in the cited passages
+
+
+def evidence(question: str, passages: Sequence[Passage]) -> float:
+    """How much of the question the best passage covers (0..1)."""
+    core = bigrams(question_core(question))
+    if not core or not passages:
+        return 0.0
+    return max(len(core & bigrams(p.chunk.with_context)) / len(core) for p in passages)
+
+
+class Answerer:
+    """Holds generators (loaded once, lazily) and answers questions."""
+
+    def __init__(self, retrieve: Callable[[str, int | None], list[Passage]], config: GenerationConfig, policy: RefusalPolicy | None = None) -> None:
+        self._retrieve = retrieve
+        self.config = config
+        self.policy = policy or RefusalPolicy()
+        self._generators: dict[tuple[str, str], object] = {}
+        self._lock = threading.Lock()
+        self.notice = ""
+
+    def generator(self, backend: str | None = None):
+        """The generator for ``backend``; falls back to extractive (with a notice) if it cannot load."""
+        from rag.generation import build_generator
+
+        backend = backend or self.config.backend
+        model = self.config.model if backend != "extractive" else ""
+        key = (backend, model)
+        with self._lock:
+            if key not in self._generators:
+                try:
+                    kwargs = {"max_new_tokens": self.config.max_new_tokens} if backend != "extractive" else {}
+                    self._generators[key] = build_generator(backend, _resolve(model) if model else None, **kwargs)
+                except ModelError as e:
+                    logger.error("generator %s unavailable, using the extractive backend: %s", backend, e)
+                    self.notice = f"生成模型无法加载，已改用抽取式回答。({e})"
+                    self._generators[key] = build_generator("extractive")
+            return self._generators[key]
+
+    def ask(self, question: str, history: Sequence = (), top_k: int | None = None, backend: str | None = None) -> Answer:
+        answer = None
+        for piece in self.ask_stream(question, history, top_k, backend):
+            if isinstance(piece, Answer):
+                answer = piece
+        assert answer is not None  # ask_stream always ends with an Answer
+        return answer
+
+    def ask_stream(self, question: str, history: Sequence = (), top_k: int | None = None, backend: str | None = None) -> Iterator[str | Answer]:
+        """Yield text pieces as they are generated, then the final verified `Answer`."""
+        t0 = time.perf_counter()
+        question = clean_question(question, self.config.max_question_chars)
+        standalone = rewrite_question(question, history)
+        t_rw = time.perf_counter()
+        passages = tuple(self._retrieve(standalone, top_k))
+        t_ret = time.perf_counter()
+        timings = {"rewrite_ms": _ms(t0, t_rw), "retrieve_ms": _ms(t_rw, t_ret)}
+        gen = self.generator(backend)
+        name = getattr(gen, "backend", backend or self.config.backend)
+        base = dict(question=question, standalone_question=standalone, passages=passages, backend=name, notice=self.notice)
+        ev = evidence(standalone, passages)
+        timings["evidence"] = round(ev, 3)
+        if ev < self.policy.min_evidence:
+            timings["total_ms"] = _ms(t0, time.perf_counter())
+            yield REFUSAL_TEXT
+            yield Answer(text=REFUSAL_TEXT, refused=True, timings=timings, **base)
+            return
+        pieces: list[str] = []
+        first = None
+        for piece in gen.stream(standalone, passages):
+            if first is None:
+                first = time.perf_counter()
+            pieces.append(piece)
+            yield piece
+        t_gen = time.perf_counter()
+        raw = "".join(pieces).strip()
+        timings.update(first_token_ms=_ms(t_ret, first or t_gen), generate_ms=_ms(t_ret, t_gen))
+        text, citations, refused = self._verify(standalone, raw, passages)
+        timings["verify_ms"] = _ms(t_gen, time.perf_counter())
+        timings["total_ms"] = _ms(t0, time.perf_counter())
+        logger.debug("raw answer %r -> %r (refused=%s)", raw, text, refused)
+        yield Answer(text=text, citations=citations, refused=refused, timings=timings, **base)
+
+    def _verify(self, question: str, raw: str, passages: Sequence[Passage]):
+        if not raw or any(h in raw for h in _REFUSAL_HINTS):
+            return REFUSAL_TEXT, (), True
+        aligned = verify_answer(raw, passages, self.policy.min_support, question)
+        text, citations = render(aligned)
+        if not citations:
+            return REFUSAL_TEXT, (), True
+        cited = set()
+        for c in citations:
+            cited |= bigrams(passages[c.marker - 1].chunk.with_context)
+        core = bigrams(question_core(question))
+        grounding = len(core & cited) / len(core) if core else 0.0
+        if grounding < self.policy.min_grounding:
+            return REFUSAL_TEXT, (), True
+        return text, citations, False
+
+
+def _resolve(model: str) -> str:
+    from rag.provision.gguf import resolve_generator_model
+
+    return resolve_generator_model(model)
+
+
+def _ms(a: float, b: float) -> float:
+    return round((b - a) * 1000, 1)

@@ -1,0 +1,91 @@
+from __future__ import annotations
+
+import pytest
+
+from rag.answering import REFUSAL_TEXT
+from rag.build import build_index
+from rag.errors import QuestionError
+from rag.pipeline import RAG
+from rag.records import Answer
+
+
+class ScriptedGenerator:
+    """Replies with queued texts, streamed two characters at a time; records its prompts."""
+
+    backend = "scripted"
+
+    def __init__(self, *replies: str) -> None:
+        self.replies = list(replies)
+        self.questions: list[str] = []
+
+    def stream(self, question, passages):
+        self.questions.append(question)
+        reply = self.replies.pop(0)
+        for i in range(0, len(reply), 2):
+            yield reply[i : i + 2]
+
+
+@pytest.fixture
+def rag(tmp_path, fake_config, fake_embedder) -> RAG:
+    index = build_index(["tests/data/mini.txt"], tmp_path / "idx", fake_config, lambda: fake_embedder)
+    return RAG([index], fake_config, embedder=fake_embedder)
+
+
+def _use(rag: RAG, gen: ScriptedGenerator) -> None:
+    rag.answerer._generators[(rag.config.generation.backend, rag.config.generation.model)] = gen
+
+
+def test_supported_answer_gets_verified_citation(rag: RAG) -> None:
+    gen = ScriptedGenerator("腾讯基金会计划出资3亿元[2]。")
+    _use(rag, gen)
+    pieces = list(rag.ask_stream("腾讯基金会计划出资多少？"))
+    answer = pieces[-1]
+    assert isinstance(answer, Answer)
+    assert "".join(p for p in pieces[:-1]) == "腾讯基金会计划出资3亿元[2]。"
+    assert not answer.refused and "3亿元" in answer.text
+    c = answer.citations[0]
+    assert answer.passages[c.marker - 1].doc_id == "doc-001" and f"[{c.marker}]" in answer.text
+    assert answer.passages[c.marker - 1].text[c.start : c.end] == c.quote
+    assert {"retrieve_ms", "generate_ms", "total_ms", "first_token_ms"} <= set(answer.timings)
+
+
+def test_hallucinated_answer_is_refused_but_keeps_passages(rag: RAG) -> None:
+    _use(rag, ScriptedGenerator("腾讯基金会计划出资8亿元。"))
+    answer = rag.ask("腾讯基金会计划出资多少？")
+    assert answer.refused and answer.text == REFUSAL_TEXT and answer.citations == ()
+    assert answer.passages and answer.passages[0].doc_id == "doc-001"
+
+
+def test_model_refusal_is_kept(rag: RAG) -> None:
+    _use(rag, ScriptedGenerator("根据现有资料无法回答这个问题。"))
+    assert rag.ask("腾讯基金会计划出资多少？").refused
+
+
+def test_question_without_evidence_is_refused_without_model_call(rag: RAG) -> None:
+    gen = ScriptedGenerator("不应被调用")
+    _use(rag, gen)
+    answer = rag.ask("火星探测器的发射日期是哪天？")
+    assert answer.refused and gen.questions == []
+
+
+def test_empty_and_long_questions_raise_before_any_model_call(rag: RAG) -> None:
+    gen = ScriptedGenerator()
+    _use(rag, gen)
+    with pytest.raises(QuestionError, match="empty"):
+        rag.ask("   \n ")
+    with pytest.raises(QuestionError, match="limit is 500"):
+        rag.ask("问" * 501)
+    assert gen.questions == []
+
+
+def test_follow_up_uses_history(rag: RAG) -> None:
+    gen = ScriptedGenerator("倪子君分享了经验[1]。")
+    _use(rag, gen)
+    answer = rag.ask("她分享了什么？", history=[("北京幸福公益基金会的理事长是谁？", "倪子君[1]。")])
+    assert gen.questions == ["北京幸福公益基金会分享了什么？"]
+    assert answer.standalone_question == "北京幸福公益基金会分享了什么？" and not answer.refused
+
+
+def test_extractive_backend_answers_without_a_model(rag: RAG) -> None:
+    answer = rag.ask("腾讯基金会计划出资多少？", backend="extractive")
+    assert not answer.refused and "3亿元" in answer.text and answer.citations
