@@ -124,6 +124,8 @@ def models_provision(generator: bool) -> None:
 
 from rag.cli_eval import eval_group  # noqa: E402
 cli.add_command(eval_group, "eval")
+from rag.cli_serve import serve  # noqa: E402
+cli.add_command(serve)
 
 
 def main() -> None:

@@ -1,0 +1,287 @@
+"""UI tests without a browser: HTML rendering, uploads, the chat callback and the API.
+
+The pipeline is real (tests/data/mini.txt indexed with the fake embedder); the
+generator is scripted, so no model is loaded.
+"""
+from __future__ import annotations
+
+import html
+import json
+import re
+import socket
+
+import pytest
+
+pytest.importorskip("gradio")
+
+from rag.build import build_index  # noqa: E402
+from rag.errors import CorpusError  # noqa: E402
+from rag.pipeline import RAG  # noqa: E402
+from rag.records import Answer, Chunk, Citation, Passage  # noqa: E402
+from ui.render import (  # noqa: E402
+    answer_message,
+    answer_payload,
+    highlight,
+    link_markers,
+    merge_spans,
+    passages_html,
+    sources_html,
+    text_html,
+)
+from ui.uploads import UploadError, UserDocuments, safe_filename  # noqa: E402
+
+XSS = '<script>window.__xss=1</script><img src=x onerror="window.__xss=1">'
+
+
+class ScriptedGenerator:
+    """Streams queued replies two characters at a time."""
+
+    backend = "scripted"
+
+    def __init__(self, *replies: str) -> None:
+        self.replies = list(replies)
+
+    def stream(self, question, passages):
+        reply = self.replies.pop(0)
+        for i in range(0, len(reply), 2):
+            yield reply[i : i + 2]
+
+
+@pytest.fixture
+def rag(tmp_path, fake_config, fake_embedder) -> RAG:
+    index = build_index(["tests/data/mini.txt"], tmp_path / "idx", fake_config, lambda: fake_embedder)
+    return RAG([index], fake_config, embedder=fake_embedder)
+
+
+def _script(rag: RAG, *replies: str) -> None:
+    gen = ScriptedGenerator(*replies)
+    gen.backend = rag.config.generation.backend  # pretend to be the configured backend (no fallback notice)
+    rag.answerer._generators[(rag.config.generation.backend, rag.config.generation.model)] = gen
+
+
+def _passage(text: str, doc_id: str = "doc-009", title: str = "标题") -> Passage:
+    chunk = Chunk(id=f"{doc_id}#0", doc_id=doc_id, text=text, start=0, end=len(text), title=title)
+    return Passage(chunk=chunk, score=0.9, dense_score=0.8, lexical_score=3.2)
+
+
+def _marked(fragment: str) -> list[str]:
+    return [html.unescape(m) for m in re.findall(r"<mark>(.*?)</mark>", fragment, re.S)]
+
+
+# --- rendering -------------------------------------------------------------
+
+
+def test_text_is_escaped_for_html_and_markdown() -> None:
+    out = text_html(XSS + " *粗体* [链接](x)")
+    assert "<script" not in out and "<img" not in out
+    assert "&lt;script&gt;" in out and r"\*粗体\*" in out and r"\[链接\]\(x\)" in out
+
+
+def test_highlight_marks_exact_offsets_and_escapes() -> None:
+    text = "前文<b>引用</b>后文"
+    start = text.index("<b>")
+    end = text.index("后文")
+    out = highlight(text, [(start, end)])
+    assert out == "前文<mark>&lt;b&gt;引用&lt;/b&gt;</mark>后文"
+    assert _marked(out) == [text[start:end]]
+
+
+def test_spans_are_clipped_and_merged() -> None:
+    assert merge_spans([(5, 9), (0, 2), (1, 3), (8, 20), (4, 4)], 12) == [(0, 3), (5, 12)]
+    assert _marked(highlight("零一二三四五六七八九", [(7, 9), (1, 3)])) == ["一二", "七八"]
+
+
+def test_only_verified_markers_become_links() -> None:
+    out = link_markers("答案[1]，另见[3]。<i>", known={1})
+    assert out.count('class="wy-cite"') == 1 and 'href="#wy-src-1"' in out
+    assert r"\[3\]" in out and "&lt;i&gt;" in out
+
+
+def test_sources_mark_each_quote_inside_its_passage() -> None:
+    p1 = _passage("甲公司出资3亿元，用于抗疫。乙公司出资1亿元。", "doc-001", "甲公司")
+    p2 = _passage(XSS + "丙公司出资2亿元。", "doc-002", XSS)
+    q1 = "甲公司出资3亿元"
+    q2 = "丙公司出资2亿元"
+    cites = (
+        Citation(1, "doc-001", p1.chunk_id, q1, 0, len(q1)),
+        Citation(2, "doc-002", p2.chunk_id, q2, p2.text.index(q2), p2.text.index(q2) + len(q2)),
+    )
+    answer = Answer(question="谁出资？", text="甲公司出资3亿元[1]，丙公司出资2亿元[2]。", citations=cites, passages=(p1, p2))
+    out = sources_html(answer)
+    assert _marked(out) == [q1, q2]
+    assert 'id="wy-src-1"' in out and 'id="wy-src-2"' in out
+    assert "<script" not in out and "<img" not in out and "&lt;script&gt;window.__xss=1&lt;/script&gt;" in out
+    message = answer_message(answer, None)
+    assert message.count('class="wy-cite"') == 2
+    quoted = Answer(question="?", text=XSS + "[1]", citations=cites[:1], passages=(p1,))
+    assert "<script" not in answer_message(quoted) and "<img" not in answer_message(quoted)
+
+
+def test_refusal_lists_closest_passages_as_not_supporting() -> None:
+    passages = tuple(_passage(f"段落{i}的内容。", f"doc-00{i}") for i in range(1, 6))
+    answer = Answer(question="？", text="根据现有资料无法回答这个问题。", refused=True, passages=passages)
+    out = sources_html(answer)
+    assert "无法根据现有资料回答" in out and "不足以支持回答" in out
+    assert out.count("wy-nosupport") == 3 and out.count("不支持回答</span>") == 3
+    assert "<mark>" not in out and 'id="wy-src' not in out
+    assert "无法回答" in answer_message(answer, None)
+
+
+def test_passages_table_scores_toggle_and_timings() -> None:
+    answer = Answer(
+        question="q", text="t", passages=(_passage(XSS),), timings={"retrieve_ms": 12.3, "total_ms": 40.0, "evidence": 0.5},
+        backend="extractive",
+    )
+    shown = passages_html(answer, show_scores=True)
+    assert "融合 0.900" in shown and "向量 0.800" in shown and "词项 3.200" in shown
+    assert "检索 12 ms" in shown and "总计 40 ms" in shown
+    assert "<script" not in shown
+    assert "融合" not in passages_html(answer, show_scores=False)
+
+
+def test_notice_shown_only_when_the_backend_fell_back() -> None:
+    answer = Answer(question="q", text="t", backend="extractive", notice="生成模型无法加载")
+    assert "生成模型无法加载" in answer_message(answer, "causal")
+    assert "生成模型无法加载" not in answer_message(answer, "extractive")
+
+
+# --- uploads ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "name, expected",
+    [
+        ("../../etc/passwd.txt", "passwd.txt"),
+        ("/abs/path/notes.MD", "notes.md"),
+        ("C:\\Users\\x\\a b;rm -rf.csv", "a_b_rm_-rf.csv"),
+        (".hidden.jsonl", "hidden.jsonl"),
+        ("..txt", "document.txt"),
+        ("报告 2020.txt", "报告_2020.txt"),
+    ],
+)
+def test_safe_filename(name: str, expected: str) -> None:
+    assert safe_filename(name) == expected
+
+
+@pytest.mark.parametrize("name", ["evil.exe", "x.txt/..", "archive.tar.gz", "noext"])
+def test_safe_filename_rejects_unsupported(name: str) -> None:
+    with pytest.raises(UploadError):
+        safe_filename(name)
+
+
+def test_upload_is_indexed_and_searched_with_the_corpus(rag, tmp_path) -> None:
+    docs = UserDocuments(rag, tmp_path / "user")
+    src = tmp_path / "in" / "我的笔记.txt"
+    src.parent.mkdir()
+    src.write_text("问源测试公司的吉祥物名叫小蓝鲸，它住在青岛海边。", encoding="utf-8")
+    summary = docs.add([src])
+    assert "我的笔记.txt" in summary
+    assert [p.name for p in docs.files()] == ["我的笔记.txt"]
+    assert not any((tmp_path / "user" / "staging").iterdir())
+    assert rag.retrieve("问源测试公司的吉祥物叫什么？", top_k=1)[0].doc_id == "我的笔记"
+    assert rag.retrieve("腾讯基金会计划出资多少？", top_k=1)[0].doc_id == "doc-001"
+
+
+def test_bad_upload_keeps_nothing_and_the_previous_index(rag, tmp_path) -> None:
+    docs = UserDocuments(rag, tmp_path / "user")
+    good = tmp_path / "good.md"
+    good.write_text("# 小蓝鲸\n问源测试公司的吉祥物名叫小蓝鲸。", encoding="utf-8")
+    docs.add([good])
+    manifest = (docs.index_dir / "manifest.json").read_text(encoding="utf-8")
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"text": "一条正常的记录，内容足够长。"}\n{not json}\n', encoding="utf-8")
+    other = tmp_path / "other.txt"
+    other.write_text("另一份正常的文档内容，足够长。", encoding="utf-8")
+    with pytest.raises(CorpusError, match=r"bad\.jsonl.*line 2") as err:
+        docs.add([other, bad])
+    assert str(tmp_path) not in str(err.value)
+    assert [p.name for p in docs.files()] == ["good.md"]
+    assert (docs.index_dir / "manifest.json").read_text(encoding="utf-8") == manifest
+    assert not any(docs.staging_dir.iterdir())
+
+
+def test_upload_limits(rag, tmp_path) -> None:
+    docs = UserDocuments(rag, tmp_path / "user", max_files=2, max_file_bytes=100)
+    big = tmp_path / "big.txt"
+    big.write_text("长" * 100, encoding="utf-8")
+    with pytest.raises(UploadError, match="超过"):
+        docs.add([big])
+    files = []
+    for i in range(3):
+        f = tmp_path / f"f{i}.txt"
+        f.write_text(f"第{i}份文档的内容足够长。", encoding="utf-8")
+        files.append(f)
+    with pytest.raises(UploadError, match="最多 2 个文件"):
+        docs.add(files)
+    assert docs.files() == []
+
+
+# --- the app ---------------------------------------------------------------
+
+
+def _fn(demo, name: str):
+    return next(f.fn for f in demo.fns.values() if f.name == name)
+
+
+def test_chat_streams_then_renders_sources_and_keeps_history(rag, tmp_path) -> None:
+    from ui.app import build_app
+
+    _script(rag, "腾讯基金会计划出资3亿元[1]。", "该计划由V基金协助执行[1]。")
+    demo = build_app(rag, data_dir=tmp_path / "user")
+    respond = _fn(demo, "answer_stream")
+    backend = rag.config.generation.backend
+    shown = []  # what the chat showed at each step (the callback reuses its list)
+    for step in respond("腾讯基金会计划出资多少？", [], [], 5, backend, True):
+        shown.append(step[0][-1]["content"])
+    chat, box, pairs, sources, passages, answer = step
+    assert len(shown) > 3 and shown[1].endswith("▌") and shown[2].endswith("▌")  # streamed pieces
+    assert box == "" and len(chat) == 2 and pairs == [("腾讯基金会计划出资多少？", answer.text)]
+    assert 'class="wy-cite"' in chat[1]["content"] and "<mark>" in sources and "融合" in passages
+    steps = list(respond("由谁协助执行？", chat, pairs, 5, backend, True))
+    chat, _, pairs, _, passages, answer = steps[-1]
+    assert len(chat) == 4 and len(pairs) == 2
+    assert answer.standalone_question != "由谁协助执行？"  # the follow-up used the history
+
+
+def test_chat_shows_library_errors_without_traceback(rag, tmp_path) -> None:
+    from ui.app import build_app
+
+    respond = _fn(build_app(rag, data_dir=tmp_path / "user"), "answer_stream")
+    chat, _, pairs, *_ = list(respond("   ", [], [], 5, rag.config.generation.backend, True))[-1]
+    assert "wy-error" in chat[-1]["content"] and "Traceback" not in chat[-1]["content"]
+    assert pairs == []
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_ask_api_with_gradio_client(rag, tmp_path) -> None:
+    from gradio_client import Client
+
+    from ui.app import build_app, launch_app
+
+    _script(rag, "腾讯基金会计划出资3亿元[1]。")
+    demo = build_app(rag, data_dir=tmp_path / "user")
+    port = _free_port()
+    launch_app(demo, port=port, prevent_thread_lock=True, quiet=True)
+    try:
+        client = Client(f"http://127.0.0.1:{port}/", verbose=False)
+        result = client.predict("腾讯基金会计划出资多少？", 5, rag.config.generation.backend, api_name="/ask")
+        assert result["refused"] is False and "3亿元" in result["answer"]
+        cite = result["citations"][0]
+        passage = result["passages"][cite["marker"] - 1]
+        assert passage["text"][cite["start"] : cite["end"]] == cite["quote"] and cite["doc_id"] == "doc-001"
+        json.dumps(result)
+        with pytest.raises(Exception, match="问题|empty"):
+            client.predict("", 5, rag.config.generation.backend, api_name="/ask")
+    finally:
+        demo.close()
+
+
+def test_payload_is_json_ready() -> None:
+    answer = Answer(question="q", text="t[1]", citations=(Citation(1, "d", "d#0", "t", 0, 1),), passages=(_passage("t"),))
+    data = json.loads(json.dumps(answer_payload(answer)))
+    assert data["citations"][0]["quote"] == "t" and data["passages"][0]["doc_id"] == "doc-009"
