@@ -16,7 +16,7 @@ from typing import Callable, Iterator, Sequence
 
 from rag.citations import render, verify_answer
 from rag.config import GenerationConfig
-from rag.errors import ModelError
+from rag.errors import ConfigError, ModelError
 from rag.questions import clean_question
 from rag.records import Answer, Passage
 from rag.rewrite import rewrite_question
@@ -53,26 +53,43 @@ class Answerer:
         self.config = config
         self.policy = policy or RefusalPolicy()
         self._generators: dict[tuple[str, str], object] = {}
+        self._notices: dict[tuple[str, str], str] = {}  # why a backend fell back to extractive
         self._lock = threading.Lock()
-        self.notice = ""
+
+    def _model_for(self, backend: str) -> str:
+        if backend == "extractive":
+            return ""
+        if backend == "seq2seq":
+            return self.config.seq2seq_model or (self.config.model if self.config.backend == "seq2seq" else "")
+        return self.config.model
+
+    @property
+    def notice(self) -> str:
+        """Why the default backend fell back to extractive ("" when it did not)."""
+        backend = self.config.backend
+        return self._notices.get((backend, self._model_for(backend)), "")
 
     def generator(self, backend: str | None = None):
         """The generator for ``backend``; falls back to extractive (with a notice) if it cannot load."""
+        return self._generator(backend or self.config.backend)[0]
+
+    def _generator(self, backend: str):
         from rag.generation import build_generator
 
-        backend = backend or self.config.backend
-        model = self.config.model if backend != "extractive" else ""
+        model = self._model_for(backend)
         key = (backend, model)
         with self._lock:
             if key not in self._generators:
                 try:
+                    if backend == "seq2seq" and not model:
+                        raise ModelError("no seq2seq model configured; set generation.seq2seq_model to a T5/mT5/BART folder or id")
                     kwargs = {"max_new_tokens": self.config.max_new_tokens} if backend != "extractive" else {}
                     self._generators[key] = build_generator(backend, _resolve(model) if model else None, **kwargs)
-                except ModelError as e:
+                except (ModelError, ConfigError) as e:
                     logger.error("generator %s unavailable, using the extractive backend: %s", backend, e)
-                    self.notice = f"生成模型无法加载，已改用抽取式回答。({e})"
+                    self._notices[key] = f"生成模型无法加载，已改用抽取式回答：{e}"
                     self._generators[key] = build_generator("extractive")
-            return self._generators[key]
+            return self._generators[key], self._notices.get(key, "")
 
     def ask(self, question: str, history: Sequence = (), top_k: int | None = None, backend: str | None = None) -> Answer:
         answer = None
@@ -91,9 +108,9 @@ class Answerer:
         passages = tuple(self._retrieve(standalone, top_k))
         t_ret = time.perf_counter()
         timings = {"rewrite_ms": _ms(t0, t_rw), "retrieve_ms": _ms(t_rw, t_ret)}
-        gen = self.generator(backend)
+        gen, notice = self._generator(backend or self.config.backend)
         name = getattr(gen, "backend", backend or self.config.backend)
-        base = dict(question=question, standalone_question=standalone, passages=passages, backend=name, notice=self.notice)
+        base = dict(question=question, standalone_question=standalone, passages=passages, backend=name, notice=notice)
         ev = evidence(standalone, passages)
         timings["evidence"] = round(ev, 3)
         if ev < self.policy.min_evidence:

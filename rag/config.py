@@ -84,6 +84,8 @@ class RetrievalConfig:
 class GenerationConfig:
     backend: str = "causal"
     model: str = DEFAULT_GENERATOR_MODEL
+    # Encoder-decoder checkpoint (T5/mT5/mT0/BART) for the "seq2seq" backend; none ships offline.
+    seq2seq_model: str = ""
     max_new_tokens: int = 96
     max_question_chars: int = 500
     extra: dict[str, Any] = field(default_factory=dict)

@@ -111,7 +111,7 @@ def test_sources_mark_each_quote_inside_its_passage() -> None:
     assert _marked(out) == [q1, q2]
     assert 'id="wy-src-1"' in out and 'id="wy-src-2"' in out
     assert "<script" not in out and "<img" not in out and "&lt;script&gt;window.__xss=1&lt;/script&gt;" in out
-    message = answer_message(answer, None)
+    message = answer_message(answer)
     assert message.count('class="wy-cite"') == 2
     quoted = Answer(question="?", text=XSS + "[1]", citations=cites[:1], passages=(p1,))
     assert "<script" not in answer_message(quoted) and "<img" not in answer_message(quoted)
@@ -124,7 +124,7 @@ def test_refusal_lists_closest_passages_as_not_supporting() -> None:
     assert "无法根据现有资料回答" in out and "不足以支持回答" in out
     assert out.count("wy-nosupport") == 3 and out.count("不支持回答</span>") == 3
     assert "<mark>" not in out and 'id="wy-src' not in out
-    assert "无法回答" in answer_message(answer, None)
+    assert "无法回答" in answer_message(answer)
 
 
 def test_passages_table_scores_toggle_and_timings() -> None:
@@ -139,10 +139,10 @@ def test_passages_table_scores_toggle_and_timings() -> None:
     assert "融合" not in passages_html(answer, show_scores=False)
 
 
-def test_notice_shown_only_when_the_backend_fell_back() -> None:
-    answer = Answer(question="q", text="t", backend="extractive", notice="生成模型无法加载")
-    assert "生成模型无法加载" in answer_message(answer, "causal")
-    assert "生成模型无法加载" not in answer_message(answer, "extractive")
+def test_notice_shown_only_when_the_answer_fell_back() -> None:
+    fell_back = Answer(question="q", text="t", backend="extractive", notice="生成模型无法加载")
+    assert "生成模型无法加载" in answer_message(fell_back)
+    assert "注意" not in answer_message(Answer(question="q", text="t", backend="extractive"))
 
 
 # --- uploads ---------------------------------------------------------------

@@ -99,7 +99,7 @@ def build_app(
             chat[-1] = {"role": "assistant", "content": error_message("没有得到回答，请重试。")}
             yield chat, "", pairs, gr.skip(), gr.skip(), gr.skip()
             return
-        chat[-1] = {"role": "assistant", "content": answer_message(answer, backend)}
+        chat[-1] = {"role": "assistant", "content": answer_message(answer)}
         pairs.append((answer.question, answer.text))
         yield chat, "", pairs, sources_html(answer), passages_html(answer, show_scores), answer
 

@@ -59,7 +59,7 @@ def link_markers(text: str, known: Iterable[int] | None = None) -> str:
     return "".join(out)
 
 
-def answer_message(answer: Answer, requested_backend: str | None = None) -> str:
+def answer_message(answer: Answer) -> str:
     """The final assistant message for the chat panel (HTML inside Markdown).
 
     Wrapped in ``.wy-answer`` so a finished answer can be told from one still streaming.
@@ -70,7 +70,7 @@ def answer_message(answer: Answer, requested_backend: str | None = None) -> str:
         parts.append('<br><span class="wy-hint">资料中没有找到能支持回答的内容；最接近的段落列在右侧“来源”中，仅供参考。</span>')
     else:
         parts.append(link_markers(answer.text, {c.marker for c in answer.citations}))
-    if show_notice(answer, requested_backend):
+    if answer.notice:  # set only when this answer's backend fell back to extractive
         parts.append(f'<br><span class="wy-notice-inline"><b>注意：</b>{text_html(answer.notice)}</span>')
     return f'<div class="wy-answer">{"".join(parts)}</div>'
 
@@ -78,17 +78,6 @@ def answer_message(answer: Answer, requested_backend: str | None = None) -> str:
 def error_message(message: str) -> str:
     """A library error shown in place of an answer."""
     return f'<div class="wy-answer wy-error"><b>出错：</b>{text_html(message)}</div>'
-
-
-def show_notice(answer: Answer, requested_backend: str | None) -> bool:
-    """Whether ``answer.notice`` applies to this answer.
-
-    The notice is set once any backend failed to load; it is only relevant when
-    this answer came from a different backend than the one asked for.
-    """
-    if not answer.notice:
-        return False
-    return requested_backend is None or answer.backend != requested_backend
 
 
 def merge_spans(spans: Iterable[tuple[int, int]], length: int) -> list[tuple[int, int]]:
