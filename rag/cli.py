@@ -104,6 +104,50 @@ def search(question: str, index_dir: str | None, top_k: int, as_json: bool) -> N
         click.echo(f"    {p.text}")
 
 
+@cli.command()
+@click.argument("question")
+@click.option("--index-dir", default=None, help="Index folder (default: index/default).")
+@click.option("--top-k", type=int, default=None, help="Passages to retrieve (default: from the config).")
+@click.option("--generator", "backend", type=click.Choice(["causal", "seq2seq", "extractive"]), default=None, help="Answer backend.")
+@click.option("--model", default=None, help="Generator model id or local folder.")
+@click.option("--config", "config_path", default=None, help="TOML config file.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def ask(question: str, index_dir: str | None, top_k: int | None, backend: str | None, model: str | None, config_path: str | None, as_json: bool) -> None:
+    """Answer QUESTION from the documents, with verified citations.
+
+    Example: rag ask "腾讯基金会计划出资多少？" --generator extractive
+    """
+    import dataclasses
+
+    from rag.pipeline import RAG
+
+    config = load_config(config_path) if config_path else None
+    rag = RAG.load(index_dir or default_index_dir(), config=config)
+    if model:
+        field = "seq2seq_model" if backend == "seq2seq" else "model"
+        setattr(rag.config.generation, field, model)
+    answer = rag.ask(question, top_k=top_k, backend=backend)
+    if as_json:
+        data = dataclasses.asdict(answer)
+        for p in data["passages"]:
+            p["chunk"].pop("context", None)
+        click.echo(json.dumps(data, ensure_ascii=False, indent=2))
+        return
+    click.echo(answer.text)
+    if answer.notice:
+        click.echo(f"注意：{answer.notice}", err=True)
+    if answer.refused:
+        click.echo("\n最接近的资料（不足以支持回答）：")
+        for i, p in enumerate(answer.passages[:3], start=1):
+            click.echo(f"  [{i}] {p.doc_id} 《{p.title}》 {p.text[:80]}…")
+        return
+    click.echo("\n来源：")
+    for c in answer.citations:
+        p = answer.passages[c.marker - 1]
+        click.echo(f"  [{c.marker}] {p.doc_id} 《{p.title}》 “{c.quote}”")
+    click.echo(f"\n({answer.backend}, {answer.timings.get('total_ms', 0) / 1000:.1f}s)", err=True)
+
+
 @cli.group()
 def models() -> None:
     """Provision the offline models."""
