@@ -20,7 +20,7 @@ from rag.chunking import chunk_documents
 from rag.config import Config
 from rag.corpus import corpus_hash, load_documents
 from rag.errors import IndexLoadError
-from rag.index import FORMAT_VERSION, Index, build_lock
+from rag.index import FORMAT_VERSION, Index, build_lock, clean_leftovers
 from rag.lexical import LexicalIndex
 from rag.records import Document
 
@@ -54,11 +54,14 @@ def build_index(
     embedder_factory: Callable[[], object],
     force: bool = False,
     documents: list[Document] | None = None,
+    engine=None,
 ) -> Index:
     """Build (or reuse) the index for ``paths`` in ``index_dir`` and return it loaded.
 
     ``embedder_factory`` is only called when something must be embedded, so an
-    unchanged corpus never loads the embedding model here.
+    unchanged corpus never loads the embedding model here. ``engine`` (e.g.
+    ``rag.engine_ray.RayEngine``) replaces the local chunking and FAISS build
+    with its own ``chunk_documents`` and ``build_faiss``.
     """
     index_dir = Path(index_dir)
     started = time.perf_counter()
@@ -66,28 +69,36 @@ def build_index(
     docs = documents if documents is not None else load_documents(paths, config.corpus.csv_text_column, config.corpus.max_file_bytes)
     fingerprint = _fingerprint(config, corpus_hash(docs))
     with build_lock(index_dir, wait_s=0.0):
+        clean_leftovers(index_dir)
         old = _previous(index_dir, config.embedding.model)
         if old is not None and not force and old.manifest.get("fingerprint") == fingerprint:
             logger.info("index at %s is up to date (%d chunks); nothing to embed", index_dir, len(old.chunks))
             return old
-        chunks = chunk_documents(docs, config.chunking.max_chars, config.chunking.overlap_sentences, config.chunking.context_chars)
+        if engine is not None:
+            chunks = engine.chunk_documents(docs, config.chunking)
+        else:
+            chunks = chunk_documents(docs, config.chunking.max_chars, config.chunking.overlap_sentences, config.chunking.context_chars)
         reuse = {}
         if old is not None and not force:
             reuse = {c.text: old.vectors[i] for i, c in enumerate(old.chunks)}
         todo = [i for i, c in enumerate(chunks) if c.text not in reuse]
         embedder = embedder_factory() if todo or not reuse else None
-        dim = embedder.dimension if embedder is not None else old.dimension
+        t_embed = time.perf_counter()
+        new = None
+        if todo:
+            logger.info("embedding %d chunks (%d reused)", len(todo), len(chunks) - len(todo))
+            new = embedder.embed_passages([chunks[i].text for i in todo])
+        t_embed = time.perf_counter() - t_embed
+        # The dimension comes from the vectors: a distributed engine knows it only after embedding.
+        dim = new.shape[1] if new is not None else embedder.dimension if embedder is not None else old.dimension
         vectors = np.zeros((len(chunks), dim), dtype=np.float32)
         for i, c in enumerate(chunks):
             if c.text in reuse:
                 vectors[i] = reuse[c.text]
-        t_embed = time.perf_counter()
         if todo:
-            logger.info("embedding %d chunks (%d reused)", len(todo), len(chunks) - len(todo))
-            vectors[todo] = embedder.embed_passages([chunks[i].text for i in todo])
-        t_embed = time.perf_counter() - t_embed
+            vectors[todo] = new
         faiss_type = dense.choose_type(config.index.faiss_type, len(chunks))
-        faiss_index = dense.build_faiss(vectors, faiss_type)
+        faiss_index = (engine or dense).build_faiss(vectors, faiss_type)
         lexical = LexicalIndex.build([c.text for c in chunks])
         manifest = {
             "format_version": FORMAT_VERSION,
@@ -100,6 +111,8 @@ def build_index(
             },
             "chunking": dataclasses.asdict(config.chunking),
             "faiss_type": faiss_type,
+            "faiss": dense.describe(faiss_index),
+            "build_engine": getattr(engine, "name", "local"),
             "lexical": {"engine": "bm25s", "tokenizer": "jieba.cut_for_search"},
             "corpus_hash": fingerprint["corpus_hash"],
             "fingerprint": fingerprint,

@@ -15,7 +15,9 @@ A lock file stops two builds from writing the same folder at once.
 """
 from __future__ import annotations
 
+import ctypes
 import dataclasses
+import errno
 import fcntl
 import hashlib
 import json
@@ -66,6 +68,49 @@ def _read_jsonl(path: Path, cls):
     return out
 
 
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two paths atomically (Linux ``renameat2(RENAME_EXCHANGE)``); False where unsupported."""
+    try:
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):
+        return False
+    renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    at_fdcwd, rename_exchange = -100, 2
+    if renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):  # old kernel or file system
+        return False
+    raise OSError(err, os.strerror(err), str(b))
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def clean_leftovers(index_dir: Path) -> None:
+    """Undo what a killed save left beside ``index_dir``; call while holding `build_lock`.
+
+    A save killed between its two renames (only where no atomic swap exists)
+    leaves the previous index in ``.<name>.old-<pid>``: it is moved back.
+    Temporary folders of killed saves are deleted.
+    """
+    index_dir = Path(index_dir)
+    mine = {f".{index_dir.name}.tmp-{os.getpid()}", f".{index_dir.name}.old-{os.getpid()}"}
+    olds = sorted(index_dir.parent.glob(f".{index_dir.name}.old-*"), key=lambda p: p.stat().st_mtime)
+    if not index_dir.exists() and olds and (olds[-1] / "manifest.json").exists():
+        logger.warning("restoring the index left at %s by an interrupted build", olds[-1])
+        olds[-1].rename(index_dir)
+    for p in [*index_dir.parent.glob(f".{index_dir.name}.tmp-*"), *index_dir.parent.glob(f".{index_dir.name}.old-*")]:
+        if p.name not in mine and p.is_dir():
+            logger.info("removing %s, left by an interrupted build", p)
+            shutil.rmtree(p, ignore_errors=True)
+
+
 @contextmanager
 def build_lock(index_dir: Path, wait_s: float = 0.0) -> Iterator[None]:
     """Hold ``.<name>.lock`` beside the index folder; fail clearly if another build holds it."""
@@ -103,28 +148,41 @@ class Index:
         return int(self.vectors.shape[1])
 
     def save(self, index_dir: Path) -> None:
-        """Write atomically: temp folder, then rename over ``index_dir``."""
+        """Write atomically: temp folder, then swap it with ``index_dir``.
+
+        A failure or a kill at any point leaves the previous index loadable;
+        leftovers of a killed save are removed by `clean_leftovers`.
+        """
         index_dir = Path(index_dir)
         index_dir.parent.mkdir(parents=True, exist_ok=True)
         tmp = index_dir.parent / f".{index_dir.name}.tmp-{os.getpid()}"
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
-        dense.save_faiss(self.faiss_index, tmp / "dense.faiss")
-        np.save(tmp / "vectors.npy", self.vectors)
-        _write_jsonl(tmp / "chunks.jsonl", self.chunks)
-        _write_jsonl(tmp / "documents.jsonl", self.documents)
-        self.lexical.save(tmp / "lexical")
-        manifest = dict(self.manifest, files={name: _sha256(tmp / name) for name in FILES})
-        (tmp / "manifest.json").write_text(json.dumps(manifest, ensure_ascii=False, indent=2), encoding="utf-8")
-        for p in [tmp, *tmp.iterdir()]:
-            if p.is_file():
-                with open(p, "rb") as f:
-                    os.fsync(f.fileno())
-        old = index_dir.parent / f".{index_dir.name}.old-{os.getpid()}"
-        if index_dir.exists():
+        try:
+            dense.save_faiss(self.faiss_index, tmp / "dense.faiss")
+            np.save(tmp / "vectors.npy", self.vectors)
+            _write_jsonl(tmp / "chunks.jsonl", self.chunks)
+            _write_jsonl(tmp / "documents.jsonl", self.documents)
+            self.lexical.save(tmp / "lexical")
+            manifest = dict(self.manifest, files={name: _sha256(tmp / name) for name in FILES})
+            (tmp / "manifest.json").write_text(json.dumps(manifest, ensure_ascii=False, indent=2), encoding="utf-8")
+            for p in [tmp, *tmp.iterdir()]:
+                if p.is_file():
+                    with open(p, "rb") as f:
+                        os.fsync(f.fileno())
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        if not index_dir.exists():
+            tmp.rename(index_dir)
+        elif _exchange(tmp, index_dir):
+            shutil.rmtree(tmp, ignore_errors=True)  # now holds the previous index
+        else:  # no atomic swap here: a kill between the renames is undone by clean_leftovers
+            old = index_dir.parent / f".{index_dir.name}.old-{os.getpid()}"
             index_dir.rename(old)
-        tmp.rename(index_dir)
-        shutil.rmtree(old, ignore_errors=True)
+            tmp.rename(index_dir)
+            shutil.rmtree(old, ignore_errors=True)
+        _fsync_dir(index_dir.parent)
         self.manifest = manifest
         logger.info("saved index with %d chunks to %s", len(self.chunks), index_dir)
 
@@ -135,15 +193,20 @@ class Index:
         hint = REBUILD_HINT.format(dir=index_dir)
         manifest_path = index_dir / "manifest.json"
         if not manifest_path.exists():
+            left = sorted(index_dir.parent.glob(f".{index_dir.name}.old-*/manifest.json"))
+            if left:
+                hint = f"an interrupted build left the previous index in {left[-1].parent}; run the build again (`rag index build --index-dir {index_dir}`) to restore it"
             raise IndexLoadError(f"no index at {index_dir} (manifest.json missing); {hint}")
         try:
             manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError) as e:
             raise IndexLoadError(f"{manifest_path} is unreadable ({e}); {hint}") from e
+        if not isinstance(manifest, dict):
+            raise IndexLoadError(f"{manifest_path} is not an index manifest (a JSON object); {hint}")
         version = manifest.get("format_version")
         if not isinstance(version, int) or version > FORMAT_VERSION:
             raise IndexLoadError(f"index {index_dir} has format version {version!r}, this program reads up to {FORMAT_VERSION}; upgrade Wenyuan or {hint}")
-        emb = manifest.get("embedding", {})
+        emb = manifest.get("embedding") if isinstance(manifest.get("embedding"), dict) else {}
         if embedding_model is not None and emb.get("model") != embedding_model:
             raise IndexLoadError(f"index {index_dir} was built with embedding model {emb.get('model')!r}, but {embedding_model!r} is configured; {hint}")
         for name in (*FILES, "lexical"):
@@ -157,11 +220,14 @@ class Index:
             chunks = _read_jsonl(index_dir / "chunks.jsonl", Chunk)
             documents = _read_jsonl(index_dir / "documents.jsonl", Document)
             vectors = np.load(index_dir / "vectors.npy")
-        except (OSError, ValueError, TypeError) as e:
+        except (OSError, ValueError, TypeError, EOFError) as e:
             raise IndexLoadError(f"index {index_dir} has an unreadable chunk store or vectors ({e}); {hint}") from e
         faiss_index = dense.load_faiss(index_dir / "dense.faiss")
-        lexical = LexicalIndex.load(index_dir / "lexical")
-        counts = manifest.get("counts", {})
+        try:
+            lexical = LexicalIndex.load(index_dir / "lexical")
+        except (OSError, ValueError, KeyError, EOFError) as e:
+            raise IndexLoadError(f"index {index_dir} has an unreadable BM25 index in lexical/ ({e}); {hint}") from e
+        counts = manifest.get("counts") if isinstance(manifest.get("counts"), dict) else {}
         n = counts.get("chunks")
         if not (n == len(chunks) == faiss_index.ntotal == len(vectors) == lexical.size):
             raise IndexLoadError(
