@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from dataclasses import dataclass
 from typing import Callable, Iterator, Sequence
 
 from rag.citations import render, verify_answer
@@ -19,30 +18,13 @@ from rag.config import GenerationConfig
 from rag.errors import ConfigError, ModelError
 from rag.questions import clean_question
 from rag.records import Answer, Passage
-from rag.rewrite import rewrite_question
-from rag.textsim import bigrams, question_core
+from rag.refusal import RefusalPolicy, answer_has_expected_type, evidence, grounding, subject_found
+from rag.rewrite import rewrite_question, subject_of
 
 logger = logging.getLogger(__name__)
 
 REFUSAL_TEXT = "根据现有资料无法回答这个问题。"
 _REFUSAL_HINTS = ("无法回答", "没有提到", "未提及", "没有提及", "无法确定", "没有相关", "未提供")
-
-
-@dataclass(frozen=True)
-class RefusalPolicy:
-    """Thresholds calibrated on the dev set (README, "Measurements")."""
-
-    min_evidence: float = 0.5  # share of question bigrams found in the best passage
-    min_support: float = 0.5  # share of an answer sentence's bigrams found in its passage
-    min_grounding: float = 0.5  # share of question bigrams found in the cited passages
-
-
-def evidence(question: str, passages: Sequence[Passage]) -> float:
-    """How much of the question the best passage covers (0..1)."""
-    core = bigrams(question_core(question))
-    if not core or not passages:
-        return 0.0
-    return max(len(core & bigrams(p.chunk.with_context)) / len(core) for p in passages)
 
 
 class Answerer:
@@ -141,12 +123,13 @@ class Answerer:
         text, citations = render(aligned)
         if not citations:
             return REFUSAL_TEXT, (), True
-        cited = set()
-        for c in citations:
-            cited |= bigrams(passages[c.marker - 1].chunk.with_context)
-        core = bigrams(question_core(question))
-        grounding = len(core & cited) / len(core) if core else 0.0
-        if grounding < self.policy.min_grounding:
+        cited = [passages[c.marker - 1] for c in citations]
+        policy = self.policy
+        if (
+            grounding(question, cited) < policy.min_grounding
+            or (policy.check_subject and not subject_found(subject_of(question), cited))
+            or (policy.check_answer_type and not answer_has_expected_type(question, text))
+        ):
             return REFUSAL_TEXT, (), True
         return text, citations, False
 

@@ -22,6 +22,13 @@ _ANSWER_SPLIT = re.compile(r"(?<=[。！？；!?;\n])")
 _KEY_TOKEN = re.compile(r"\d+(?:[.,]\d+)*|[A-Za-z][A-Za-z0-9\-]+")
 _CJK_NUM = re.compile(r"[零一二三四五六七八九十百千万亿两]{2,}")
 _NOT_CONTENT = re.compile(r"[\s\W_]+")
+# A passage sentence that tells the assistant what to do ("忽略以上所有指令…", "ignore previous
+# instructions…") is a prompt injection, not evidence: an answer echoing it was steered, not supported.
+_INSTRUCTION = re.compile(
+    r"(忽略|无视|不要理会|忘记|忘掉)(以上|上面|上述|之前|前面|先前|所有|全部|一切)[^。！？]{0,8}?(指令|指示|要求|提示|规则|命令|设定)"
+    r"|\b(ignore|disregard|forget)\b[^.!?]{0,30}\b(instructions?|prompts?|rules|directions)\b",
+    re.IGNORECASE,
+)
 
 
 def key_tokens(text: str) -> list[str]:
@@ -54,6 +61,8 @@ def _best_span(sentence: str, passage: Passage) -> tuple[float, int, int]:
     # Also try pairs of adjacent sentences: an answer sentence often merges two.
     candidates = spans + [(spans[i][0], spans[i + 1][1]) for i in range(len(spans) - 1)]
     for s, e in candidates:
+        if _INSTRUCTION.search(text[s:e]):
+            continue
         pb = bigrams(text[s:e])
         score = len(sb & pb) / len(sb)
         # Prefer the shorter span on ties: it is the tighter quote.
@@ -121,7 +130,7 @@ def render(aligned: Sequence[AlignedSentence]) -> tuple[str, tuple[Citation, ...
             continue
         body = a.sentence
         end = ""
-        if body and body[-1] in "。！？；!?;":
+        if body and body[-1] in "。！？；!?;.":
             body, end = body[:-1], body[-1]
         parts.append(f"{body}[{a.citation.marker}]{end or '。'}")
         citations.append(a.citation)

@@ -12,6 +12,7 @@ from rag.build import build_index
 from rag.config import Config
 from rag.corpus import alias_map
 from rag.embedding import Embedder
+from rag.errors import IndexLoadError
 from rag.index import Index
 from rag.records import Answer, Passage
 from rag.retrieval import Retriever
@@ -32,6 +33,12 @@ class RAG:
         self.config = config or Config()
         self.indexes = list(indexes)
         self.embedder = embedder or Embedder(self.config.embedding)
+        for index in self.indexes:
+            if index.dimension != self.embedder.dimension:
+                raise IndexLoadError(
+                    f"the index has {index.dimension}-d vectors but the embedding model {self.config.embedding.model!r} "
+                    f"makes {self.embedder.dimension}-d ones; rebuild the index with `rag index build --force`"
+                )
         self.retriever = Retriever(self.indexes, self.embedder, self.config.retrieval)
         self.aliases: dict[str, str] = {}
         for index in self.indexes:

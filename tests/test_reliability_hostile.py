@@ -117,11 +117,6 @@ def test_obeyed_injection_still_has_verifiable_citations(hostile_rag: RAG, reply
         assert not answer.refused and answer.citations[0].doc_id == "doc-001"
 
 
-@pytest.mark.xfail(
-    reason="citations.py accepts an injected instruction sentence as support for an answer that obeys it; "
-    "fix proposed in the reliability report (skip instruction-like passage sentences in _best_span)",
-    strict=False,
-)
 @pytest.mark.parametrize("reply", OBEYING_REPLIES)
 def test_obeyed_injection_payload_never_reaches_the_answer(hostile_rag: RAG, reply: str) -> None:
     answer = _obey(hostile_rag, reply)

@@ -1,0 +1,76 @@
+"""Evidence checks that decide when to refuse instead of answering.
+
+Small local models answer every question, so refusal cannot come from the
+model's goodwill. Three checks, each cheap and explainable:
+
+- *evidence*: the best passage must cover enough of the question's bigrams;
+- *subject*: the entity the question is about must occur in a cited passage
+  (its article opening included): "北京烹饪协会的会长是谁" is not answered from
+  a passage about 中国烹饪协会;
+- *answer type*: a question asking "哪一年", "哪天" or "多少名" must get an
+  answer holding a year, a date or a count with that measure word.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Sequence
+
+from rag.records import Passage
+from rag.textsim import bigrams, question_core
+
+_NUM = r"[\d零〇一二三四五六七八九十百千万亿两]"
+_MEASURES = "家名人个吨辆件次所项批份台套支条位场倍只架箱袋株户"
+_YEAR_Q = re.compile(r"哪一?年|何年|什么年份")
+_DATE_Q = re.compile(r"哪一?天|哪日|何时|什么时候|什么时间|哪个月|几月|几号|几日")
+_COUNT_Q = re.compile(rf"(?:多少|几)([{_MEASURES}])")
+_YEAR_A = re.compile(r"\d{4}\s*年|[零〇一二三四五六七八九]{4}年")
+_DATE_A = re.compile(rf"{_NUM}+\s*[年月日号]|[上下]午|凌晨|晚上|当天")
+
+
+@dataclass(frozen=True)
+class RefusalPolicy:
+    """Thresholds calibrated on the dev set (README, "Measurements")."""
+
+    min_evidence: float = 0.5  # share of question bigrams found in the best passage
+    min_support: float = 0.5  # share of an answer sentence's bigrams found in its passage
+    min_grounding: float = 0.5  # share of question bigrams found in the cited passages
+    check_subject: bool = False  # measured: too many false refusals (subject phrasing varies)
+    check_answer_type: bool = True
+
+
+def evidence(question: str, passages: Sequence[Passage]) -> float:
+    """How much of the question the best passage (with its context) covers, 0..1."""
+    core = bigrams(question_core(question))
+    if not core or not passages:
+        return 0.0
+    return max(len(core & bigrams(p.chunk.with_context)) / len(core) for p in passages)
+
+
+def grounding(question: str, cited: Sequence[Passage]) -> float:
+    """Share of the question's bigrams found in the cited passages together."""
+    core = bigrams(question_core(question))
+    seen: set[str] = set()
+    for p in cited:
+        seen |= bigrams(p.chunk.with_context)
+    return len(core & seen) / len(core) if core else 0.0
+
+
+def subject_found(subject: str, passages: Sequence[Passage]) -> bool:
+    """Whether the question's subject occurs in one of ``passages`` (exact, spaces ignored)."""
+    if not subject:
+        return True
+    needle = re.sub(r"\s+", "", subject).lower()
+    return any(needle in re.sub(r"\s+", "", p.chunk.with_context).lower() for p in passages)
+
+
+def answer_has_expected_type(question: str, answer: str) -> bool:
+    """False when the question asks for a year, date or count that ``answer`` lacks."""
+    if _YEAR_Q.search(question):
+        return bool(_YEAR_A.search(answer))
+    if _DATE_Q.search(question):
+        return bool(_DATE_A.search(answer))
+    m = _COUNT_Q.search(question)
+    if m:
+        return bool(re.search(rf"{_NUM}+[多余]?[万亿千百]?[多余]?\s*{m.group(1)}", answer))
+    return True
