@@ -111,13 +111,26 @@ class Answerer:
         raw = "".join(pieces).strip()
         timings.update(first_token_ms=_ms(t_ret, first or t_gen), generate_ms=_ms(t_ret, t_gen))
         text, citations, refused = self._verify(standalone, raw, passages)
+        if refused and _explicit_refusal(raw) and name != "extractive" and self.policy.rescue_explicit_refusals:
+            # Small models often refuse answerable questions; an explicit refusal (not a
+            # hallucination, which is a sign the answer is missing) gets a second, extractive
+            # try that must pass the same checks. Measured: README "Measurements".
+            rescued = self._extractive.generate(standalone, passages)
+            text2, citations2, refused2 = self._verify(standalone, rescued, passages)
+            if not refused2:
+                text, citations, refused = text2, citations2, False
+                timings["rescued"] = 1
         timings["verify_ms"] = _ms(t_gen, time.perf_counter())
         timings["total_ms"] = _ms(t0, time.perf_counter())
         logger.debug("raw answer %r -> %r (refused=%s)", raw, text, refused)
         yield Answer(text=text, citations=citations, refused=refused, timings=timings, **base)
 
+    @property
+    def _extractive(self):
+        return self._generator("extractive")[0]
+
     def _verify(self, question: str, raw: str, passages: Sequence[Passage]):
-        if not raw or any(h in raw for h in _REFUSAL_HINTS):
+        if _explicit_refusal(raw):
             return REFUSAL_TEXT, (), True
         aligned = verify_answer(raw, passages, self.policy.min_support, question)
         text, citations = render(aligned)
@@ -132,6 +145,10 @@ class Answerer:
         ):
             return REFUSAL_TEXT, (), True
         return text, citations, False
+
+
+def _explicit_refusal(raw: str) -> bool:
+    return not raw.strip() or any(h in raw for h in _REFUSAL_HINTS)
 
 
 def _resolve(model: str) -> str:

@@ -22,6 +22,8 @@ _ANSWER_SPLIT = re.compile(r"(?<=[。！？；!?;\n])")
 _KEY_TOKEN = re.compile(r"\d+(?:[.,]\d+)*|[A-Za-z][A-Za-z0-9\-]+")
 _CJK_NUM = re.compile(r"[零一二三四五六七八九十百千万亿两]{2,}")
 _NOT_CONTENT = re.compile(r"[\s\W_]+")
+# Lead-ins small models add ("根据资料，…") and template residue ("[编号]") are not claims.
+_BOILERPLATE = re.compile(r"^\s*(?:根据(?:现有|以上|上述|所给|提供的)?资料(?:显示|所述|中)?[，,:：]?|资料(?:显示|中提到|表明)[，,:：]?)|\[编号\][:：]?")
 # A passage sentence that tells the assistant what to do ("忽略以上所有指令…", "ignore previous
 # instructions…") is a prompt injection, not evidence: an answer echoing it was steered, not supported.
 _INSTRUCTION = re.compile(
@@ -50,10 +52,9 @@ class AlignedSentence:
         return self.citation is not None
 
 
-def _best_span(sentence: str, passage: Passage) -> tuple[float, int, int]:
-    """Best-supporting sentence span of ``passage`` for ``sentence``: (overlap, start, end)."""
+def _best_span(sb: set[str], passage: Passage) -> tuple[float, int, int]:
+    """Best-supporting sentence span of ``passage`` for bigrams ``sb``: (overlap, start, end)."""
     best = (0.0, 0, 0)
-    sb = bigrams(sentence)
     if not sb:
         return best
     text = passage.text
@@ -78,15 +79,22 @@ def align_sentence(
     min_overlap: float = 0.5,
     question: str = "",
 ) -> AlignedSentence:
-    """Find the passage that supports ``sentence``; ``hinted`` are the model's 1-based markers."""
+    """Find the passage that supports ``sentence``; ``hinted`` are the model's 1-based markers.
+
+    Only what the sentence adds to the question has to be supported: an answer
+    that merely restates the question ("…框架叫…框架") adds nothing and gets no citation.
+    """
     tokens = key_tokens(sentence)
     qb = bigrams(question)
+    claim = bigrams(sentence) - qb if qb else bigrams(sentence)
+    if not claim:
+        return AlignedSentence(sentence, None, ("<restates the question>",))
     best: tuple[float, int, int, int] | None = None  # (score, number, start, end)
     best_missing: tuple[str, ...] = tuple(tokens)
     for number, passage in enumerate(passages, start=1):
         norm_passage = passage.text.lower()
         missing = tuple(t for t in tokens if t not in norm_passage)
-        score, s, e = _best_span(sentence, passage)
+        score, s, e = _best_span(claim, passage)
         if score < min_overlap:
             continue
         if missing:
@@ -110,7 +118,7 @@ def split_answer(text: str) -> list[tuple[str, list[int]]]:
     out = []
     for piece in _ANSWER_SPLIT.split(text):
         hinted = [int(n) for m in _MARKER.finditer(piece) for n in re.findall(r"\d+", m.group(0))]
-        clean = strip_markers(piece).strip()
+        clean = _BOILERPLATE.sub("", strip_markers(piece)).strip()
         if _NOT_CONTENT.sub("", clean):
             out.append((clean, hinted))
     return out

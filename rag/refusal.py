@@ -7,8 +7,9 @@ model's goodwill. Three checks, each cheap and explainable:
 - *subject*: the entity the question is about must occur in a cited passage
   (its article opening included): "北京烹饪协会的会长是谁" is not answered from
   a passage about 中国烹饪协会;
-- *answer type*: a question asking "哪一年", "哪天" or "多少名" must get an
-  answer holding a year, a date or a count with that measure word.
+- *answer type*: a question asking "哪一年", "哪天", "多少名" or "叫什么名字"
+  must get an answer holding a year, a date, a count with that measure word,
+  or a quoted name that is not the question read back.
 """
 from __future__ import annotations
 
@@ -24,6 +25,8 @@ _MEASURES = "家名人个吨辆件次所项批份台套支条位场倍只架箱�
 _YEAR_Q = re.compile(r"哪一?年|何年|什么年份")
 _DATE_Q = re.compile(r"哪一?天|哪日|何时|什么时候|什么时间|哪个月|几月|几号|几日")
 _COUNT_Q = re.compile(rf"(?:多少|几)([{_MEASURES}])")
+_NAME_Q = re.compile(r"叫什么|什么名字|名称是什么|名字是什么|称为什么|名为什么")
+_NAMED = re.compile(r"“([^”]{2,})”|《([^》]{2,})》|「([^」]{2,})」|\"([^\"]{2,})\"")
 _YEAR_A = re.compile(r"\d{4}\s*年|[零〇一二三四五六七八九]{4}年")
 _DATE_A = re.compile(rf"{_NUM}+\s*[年月日号]|[上下]午|凌晨|晚上|当天")
 
@@ -37,6 +40,7 @@ class RefusalPolicy:
     min_grounding: float = 0.5  # share of question bigrams found in the cited passages
     check_subject: bool = False  # measured: too many false refusals (subject phrasing varies)
     check_answer_type: bool = True
+    rescue_explicit_refusals: bool = True  # retry extractively when the model says it cannot answer
 
 
 def evidence(question: str, passages: Sequence[Passage]) -> float:
@@ -73,4 +77,9 @@ def answer_has_expected_type(question: str, answer: str) -> bool:
     m = _COUNT_Q.search(question)
     if m:
         return bool(re.search(rf"{_NUM}+[多余]?[万亿千百]?[多余]?\s*{m.group(1)}", answer))
+    if _NAME_Q.search(question):
+        # A name is quoted or bracketed, and is not the question's own words read back.
+        qb = bigrams(question)
+        names = ["".join(g) for g in _NAMED.findall(answer)]
+        return any(len(bigrams(n) - qb) > len(bigrams(n)) / 2 for n in names)
     return True

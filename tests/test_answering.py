@@ -56,9 +56,19 @@ def test_hallucinated_answer_is_refused_but_keeps_passages(rag: RAG) -> None:
     assert answer.passages and answer.passages[0].doc_id == "doc-001"
 
 
-def test_model_refusal_is_kept(rag: RAG) -> None:
+def test_explicit_refusal_of_answerable_question_is_rescued_extractively(rag: RAG) -> None:
     _use(rag, ScriptedGenerator("根据现有资料无法回答这个问题。"))
-    assert rag.ask("腾讯基金会计划出资多少？").refused
+    answer = rag.ask("腾讯基金会计划出资多少？")
+    assert not answer.refused and "3亿元" in answer.text and answer.timings["rescued"] == 1
+    assert answer.citations[0].doc_id == "doc-001"
+
+
+def test_model_refusal_is_kept_when_no_passage_has_the_asked_type(rag: RAG) -> None:
+    gen = ScriptedGenerator("根据现有资料无法回答这个问题。")
+    _use(rag, gen)
+    answer = rag.ask("腾讯基金会计划出资是在哪一年？")
+    assert gen.questions  # the model was asked: evidence was strong enough
+    assert answer.refused and "rescued" not in answer.timings
 
 
 def test_question_without_evidence_is_refused_without_model_call(rag: RAG) -> None:

@@ -46,3 +46,11 @@ def test_unrelated_sentence_dropped_supported_kept() -> None:
 
 def test_key_tokens() -> None:
     assert key_tokens("出资5000万元，共3.5亿，COVID-19") == ["5000", "3.5", "covid-19"]
+
+
+def test_answer_restating_the_question_gets_no_citation() -> None:
+    q = "腾讯基金会为该行动提供什么？"
+    aligned = verify_answer("根据资料，腾讯基金会为该行动提供。", PASSAGES, question=q)
+    assert not aligned[0].supported
+    aligned = verify_answer("根据资料，腾讯基金会为该行动提供资金支持。", PASSAGES, question=q)
+    assert aligned[0].supported and aligned[0].sentence == "腾讯基金会为该行动提供资金支持。"
