@@ -360,11 +360,6 @@ def test_corrupt_existing_gguf_says_what_to_delete(tmp_path) -> None:
 
 
 @pytest.mark.skipif(not (QWEN / "tokenizer.json").exists(), reason="needs the provisioned tokenizer files")
-@pytest.mark.xfail(
-    reason="generation.py lets safetensors' SafetensorError escape _TransformersGenerator.__init__ (not a ModelError), "
-    "so the Answerer cannot fall back; fix proposed in the reliability report",
-    strict=False,
-)
 def test_truncated_weights_fall_back_with_notice(rag: RAG, tmp_path) -> None:
     folder = tmp_path / "truncated-model"
     folder.mkdir()

@@ -1,0 +1,188 @@
+from __future__ import annotations
+
+import pytest
+
+from rag.errors import ConfigError, ModelError, QuestionError
+from rag.generation import (
+    PROMPT_VERSION,
+    REFUSAL,
+    ExtractiveGenerator,
+    Generator,
+    build_generator,
+    build_messages,
+    format_passages,
+)
+from rag.records import Chunk, Passage
+
+TENCENT = (
+    "2021年4月，腾讯宣布投入500亿元用于可持续社会价值创新。"
+    "同年，腾讯基金会计划出资3亿元，设立“新基石研究员项目”。"
+    "该项目在未来十年内支持一批杰出科学家潜心基础研究。"
+)
+WEATHER = "北京今天晴，最高气温25度。北京明天有小雨，气温下降。"
+
+
+def passage(number: int, text: str, title: str = "") -> Passage:
+    return Passage(Chunk(f"c{number}", f"doc-{number:03d}", text, 0, len(text), title), score=1.0 / number)
+
+
+@pytest.fixture
+def passages() -> list[Passage]:
+    return [passage(1, TENCENT, "腾讯基金会"), passage(2, WEATHER, "天气")]
+
+
+# --- prompt -----------------------------------------------------------------
+
+
+def test_prompt_numbers_passages_with_titles(passages):
+    messages = build_messages("腾讯基金会计划出资多少？", passages)
+    assert [m["role"] for m in messages] == ["system", "user"]
+    assert REFUSAL in messages[0]["content"] and "[编号]" in messages[0]["content"]
+    user = messages[1]["content"]
+    assert f"[1] 《腾讯基金会》 {TENCENT}" in user
+    assert f"[2] 《天气》 {WEATHER}" in user
+    assert user.endswith("问题：腾讯基金会计划出资多少？")
+    assert PROMPT_VERSION
+
+
+def test_prompt_truncates_to_char_budget():
+    long = [passage(i, "甲" * 300) for i in range(1, 6)]
+    text = format_passages(long, max_chars=450)
+    lines = text.split("\n")
+    assert [line[:4] for line in lines] == ["[1] ", "[2] "]
+    assert lines[1].endswith("…")
+    assert sum(len(line) - 4 for line in lines) == 450
+    assert format_passages([], 100) == "（无）"
+
+
+# --- extractive -----------------------------------------------------------------
+
+
+def test_extractive_quotes_answer_sentence(passages):
+    generator = build_generator("extractive")
+    answer = generator.generate("腾讯基金会计划出资多少设立新基石研究员项目？", passages)
+    assert answer == "同年，腾讯基金会计划出资3亿元，设立“新基石研究员项目”[1]。"
+
+
+def test_extractive_cites_the_passage_it_quotes(passages):
+    answer = ExtractiveGenerator().generate("北京明天天气怎么样？", passages)
+    assert answer == "北京明天有小雨，气温下降[2]。"
+    assert "".join(ExtractiveGenerator().stream("北京明天天气怎么样？", passages)) == answer
+
+
+def test_extractive_refuses_without_overlap(passages):
+    assert ExtractiveGenerator().generate("上海的人口有多少？", passages) == REFUSAL
+    assert ExtractiveGenerator().generate("任何问题", []) == REFUSAL
+
+
+def test_extractive_has_no_free_form(passages):
+    generator = ExtractiveGenerator()
+    assert generator.free_form is False
+    with pytest.raises(ModelError, match="free-form"):
+        generator.complete([{"role": "user", "content": "改写问题"}])
+
+
+# --- factory ---------------------------------------------------------------------
+
+
+def test_build_generator_rejects_bad_input(tmp_path):
+    with pytest.raises(ConfigError, match="unknown generation backend"):
+        build_generator("gpt")
+    with pytest.raises(ConfigError, match="needs a model"):
+        build_generator("seq2seq", None)
+    with pytest.raises(ConfigError, match="bad option"):
+        build_generator("extractive", None, temperature=0.3)
+    with pytest.raises(ModelError, match="cannot load seq2seq model"):
+        build_generator("seq2seq", str(tmp_path))  # an empty folder holds no model
+
+
+# --- seq2seq with a tiny T5 built offline -------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny_t5(tmp_path_factory) -> str:
+    torch = pytest.importorskip("torch")
+    from tokenizers import Tokenizer, decoders, models, processors, trainers
+    from transformers import PreTrainedTokenizerFast, T5Config, T5ForConditionalGeneration
+
+    backend = Tokenizer(models.BPE(unk_token="<unk>"))
+    backend.decoder = decoders.Fuse()  # Chinese pieces join without spaces
+    trainer = trainers.BpeTrainer(vocab_size=200, special_tokens=["<pad>", "</s>", "<unk>"], show_progress=False)
+    backend.train_from_iterator([TENCENT, WEATHER, REFUSAL, "资料：问题：只根据资料简短回答"], trainer)
+    backend.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 1)])
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=backend, pad_token="<pad>", eos_token="</s>", unk_token="<unk>", model_max_length=512
+    )
+    torch.manual_seed(0)
+    config = T5Config(
+        vocab_size=len(tokenizer), d_model=32, d_ff=64, d_kv=16, num_layers=2, num_decoder_layers=2,
+        num_heads=2, decoder_start_token_id=0, pad_token_id=0, eos_token_id=1,
+    )
+    path = tmp_path_factory.mktemp("tiny-t5")
+    T5ForConditionalGeneration(config).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return str(path)
+
+
+def test_seq2seq_generates_deterministic_bounded_text(tiny_t5, passages):
+    generator = build_generator("seq2seq", tiny_t5, max_new_tokens=12)
+    assert isinstance(generator, Generator) and generator.backend == "seq2seq"
+    first = generator.generate("腾讯基金会计划出资多少？", passages)
+    assert isinstance(first, str) and first
+    assert "<pad>" not in first and "</s>" not in first
+    n_tokens = len(generator.tokenizer(first, add_special_tokens=False)["input_ids"])
+    assert n_tokens <= 12
+    assert generator.generate("腾讯基金会计划出资多少？", passages) == first
+    assert "".join(generator.stream("腾讯基金会计划出资多少？", passages)) == first
+
+
+def test_seq2seq_complete_follows_free_form_messages(tiny_t5):
+    generator = build_generator("seq2seq", tiny_t5, max_new_tokens=5)
+    reply = generator.complete([{"role": "user", "content": "北京明天天气"}])
+    assert isinstance(reply, str) and generator.free_form
+
+
+def test_prompt_shrinks_to_fit_model_context(tiny_t5):
+    generator = build_generator("seq2seq", tiny_t5, max_new_tokens=4, max_input_tokens=300)
+    many = [passage(i, TENCENT * 3, "腾讯") for i in range(1, 6)]
+    messages = generator.messages("腾讯基金会计划出资多少？", many)
+    assert generator._encode(messages)["input_ids"].shape[1] <= 300
+    assert "[1] 《腾讯》" in messages[1]["content"]
+    with pytest.raises(QuestionError, match="shorten"):
+        generator.complete([{"role": "user", "content": "问" * 400}])
+
+
+def test_stream_stopped_early_ends_decoding(tiny_t5, passages):
+    generator = build_generator("seq2seq", tiny_t5, max_new_tokens=50)
+    pieces = generator.stream("腾讯基金会计划出资多少？", passages)
+    next(pieces)
+    pieces.close()  # must not hang: the worker thread sees the cancel flag
+
+
+# --- the real Qwen2.5-Coder-0.5B, provisioned from PyPI ----------------------------------
+# The 4-bit 0.5B model is sensitive to wording: these texts are ones it answers
+# and refuses correctly with PROMPT_VERSION "zh-3" under greedy decoding.
+QWEN_DOCS = [
+    passage(1, "2021年4月，腾讯宣布投入500亿元用于可持续社会价值创新。同年，腾讯基金会计划出资3亿元，"
+               "设立“新基石研究员项目”，在未来十年内支持一批杰出科学家潜心基础研究。", "腾讯基金会"),
+    passage(2, "北京今天晴，最高气温25度。明天有小雨。", "天气"),
+]
+
+
+@pytest.fixture(scope="module")
+def qwen():
+    return build_generator("causal", None, max_new_tokens=48)
+
+
+@pytest.mark.slow
+def test_qwen_answers_with_the_number_and_streams_the_same_text(qwen):
+    question = "腾讯基金会计划出资多少设立新基石研究员项目？"
+    answer = qwen.generate(question, QWEN_DOCS)
+    assert "3亿" in answer
+    assert "<|im_end|>" not in answer and "资料：" not in answer and "问题：" not in answer
+    assert "".join(qwen.stream(question, QWEN_DOCS)).strip() == answer
+
+
+@pytest.mark.slow
+def test_qwen_refuses_when_passages_lack_the_answer(qwen):
+    assert qwen.generate("上海的人口是多少？", QWEN_DOCS) == REFUSAL
