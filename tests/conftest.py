@@ -46,3 +46,12 @@ def fake_config():
 @pytest.fixture(autouse=True)
 def _chdir_root(monkeypatch):
     monkeypatch.chdir(ROOT)
+
+
+@pytest.fixture(scope="session")
+def default_rag():
+    """The real pipeline over the default corpus (built into index/default once, reused after)."""
+    from rag.config import default_corpus, default_index_dir
+    from rag.pipeline import RAG
+
+    return RAG.build([default_corpus()], index_dir=default_index_dir())

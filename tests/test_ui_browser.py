@@ -15,7 +15,6 @@ import pytest
 pytest.importorskip("gradio")
 playwright_api = pytest.importorskip("playwright.sync_api")
 
-from rag.config import default_index_dir  # noqa: E402
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -48,13 +47,10 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def app_url(tmp_path_factory):
-    from rag.pipeline import RAG
+def app_url(tmp_path_factory, default_rag):
     from ui.app import build_app, launch_app
 
-    if not (default_index_dir() / "manifest.json").exists():
-        pytest.fail("the default index is missing; run `rag index build` first")
-    rag = RAG.load(default_index_dir())
+    rag = default_rag
     demo = build_app(rag, data_dir=tmp_path_factory.mktemp("user"), default_backend="extractive")
     port = _free_port()
     launch_app(demo, port=port, prevent_thread_lock=True, quiet=True)
