@@ -31,6 +31,43 @@ class FakeEmbedder:
     embed_queries = embed_passages
 
 
+class ScriptedGenerator:
+    """A generator that replies with queued texts, streamed two characters at a time.
+
+    Records what it was asked in ``questions`` and ``prompts`` (question, passages).
+    """
+
+    backend = "scripted"
+
+    def __init__(self, *replies: str) -> None:
+        self.replies = list(replies)
+        self.questions: list[str] = []
+        self.prompts: list[tuple[str, tuple]] = []
+
+    def stream(self, question, passages):
+        self.questions.append(question)
+        self.prompts.append((question, tuple(passages)))
+        reply = self.replies.pop(0)
+        for i in range(0, len(reply), 2):
+            yield reply[i : i + 2]
+
+
+def install_generator(rag, gen) -> None:
+    """Make ``gen`` the generator of ``rag``'s configured backend."""
+    config = rag.config.generation
+    rag.answerer._generators[(config.backend, config.model)] = gen
+
+
+@pytest.fixture
+def mini_rag(tmp_path, fake_config, fake_embedder):
+    """A RAG over tests/data/mini.txt with the fake embedder."""
+    from rag.build import build_index
+    from rag.pipeline import RAG
+
+    index = build_index(["tests/data/mini.txt"], tmp_path / "idx", fake_config, lambda: fake_embedder)
+    return RAG([index], fake_config, embedder=fake_embedder)
+
+
 @pytest.fixture
 def fake_embedder() -> FakeEmbedder:
     return FakeEmbedder()

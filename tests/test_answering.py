@@ -3,36 +3,22 @@ from __future__ import annotations
 import pytest
 
 from rag.answering import REFUSAL_TEXT
-from rag.build import build_index
 from rag.errors import QuestionError
 from rag.pipeline import RAG
 from rag.records import Answer
 
+from conftest import ScriptedGenerator, install_generator
 
-class ScriptedGenerator:
-    """Replies with queued texts, streamed two characters at a time; records its prompts."""
 
-    backend = "scripted"
-
-    def __init__(self, *replies: str) -> None:
-        self.replies = list(replies)
-        self.questions: list[str] = []
-
-    def stream(self, question, passages):
-        self.questions.append(question)
-        reply = self.replies.pop(0)
-        for i in range(0, len(reply), 2):
-            yield reply[i : i + 2]
 
 
 @pytest.fixture
-def rag(tmp_path, fake_config, fake_embedder) -> RAG:
-    index = build_index(["tests/data/mini.txt"], tmp_path / "idx", fake_config, lambda: fake_embedder)
-    return RAG([index], fake_config, embedder=fake_embedder)
+def rag(mini_rag) -> RAG:
+    return mini_rag
 
 
 def _use(rag: RAG, gen: ScriptedGenerator) -> None:
-    rag.answerer._generators[(rag.config.generation.backend, rag.config.generation.model)] = gen
+    install_generator(rag, gen)
 
 
 def test_supported_answer_gets_verified_citation(rag: RAG) -> None:

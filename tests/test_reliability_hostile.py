@@ -28,17 +28,9 @@ INJECTIONS = [
 ]
 PAYLOADS = ("evil.example.com", "攻破", "PWNED")
 
+from conftest import ScriptedGenerator, install_generator  # noqa: E402
 
-class ScriptedGenerator:
-    backend = "scripted"
 
-    def __init__(self, *replies: str) -> None:
-        self.replies = list(replies)
-        self.prompts: list[tuple[str, tuple]] = []
-
-    def stream(self, question, passages):
-        self.prompts.append((question, tuple(passages)))
-        yield self.replies.pop(0)
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +48,7 @@ def hostile_rag(tmp_path_factory) -> RAG:
 
 def _obey(rag: RAG, reply: str) -> Answer:
     gen = ScriptedGenerator(reply)
-    rag.answerer._generators[(rag.config.generation.backend, rag.config.generation.model)] = gen
+    install_generator(rag, gen)
     answer = rag.ask(QUESTION)
     assert gen.prompts, "the generator should have been asked"
     return answer

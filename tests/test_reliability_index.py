@@ -298,9 +298,8 @@ QWEN = Path.home() / ".cache" / "wenyuan" / "models" / "qwen2.5-coder-0.5b-instr
 
 
 @pytest.fixture
-def rag(tmp_path, fake_config, fake_embedder) -> RAG:
-    index = build_index([MINI], tmp_path / "idx", fake_config, lambda: fake_embedder)
-    return RAG([index], fake_config, embedder=fake_embedder)
+def rag(mini_rag) -> RAG:
+    return mini_rag
 
 
 def _ask_with_model(rag: RAG, model: str):

@@ -19,29 +19,20 @@ from rag.pipeline import RAG
 
 MINI = Path("tests/data/mini.txt")
 
+from conftest import ScriptedGenerator, install_generator  # noqa: E402
 
-class ScriptedGenerator:
-    backend = "scripted"
 
-    def __init__(self, *replies: str) -> None:
-        self.replies = list(replies)
-        self.questions: list[str] = []
-
-    def stream(self, question, passages):
-        self.questions.append(question)
-        yield self.replies.pop(0)
 
 
 @pytest.fixture
-def rag(tmp_path, fake_config, fake_embedder) -> RAG:
-    index = build_index([MINI], tmp_path / "idx", fake_config, lambda: fake_embedder)
-    return RAG([index], fake_config, embedder=fake_embedder)
+def rag(mini_rag) -> RAG:
+    return mini_rag
 
 
 def _spy(rag: RAG, *replies: str) -> tuple[ScriptedGenerator, list[str]]:
     """Install a scripted generator and count retrieval calls."""
     gen = ScriptedGenerator(*replies)
-    rag.answerer._generators[(rag.config.generation.backend, rag.config.generation.model)] = gen
+    install_generator(rag, gen)
     retrieved: list[str] = []
     inner = rag.answerer._retrieve
 

@@ -14,7 +14,6 @@ import pytest
 
 pytest.importorskip("gradio")
 
-from rag.build import build_index  # noqa: E402
 from rag.errors import CorpusError  # noqa: E402
 from rag.pipeline import RAG  # noqa: E402
 from rag.records import Answer, Chunk, Citation, Passage  # noqa: E402
@@ -29,34 +28,22 @@ from ui.render import (  # noqa: E402
     text_html,
 )
 from ui.uploads import UploadError, UserDocuments, safe_filename  # noqa: E402
+from conftest import ScriptedGenerator, install_generator  # noqa: E402
 
 XSS = '<script>window.__xss=1</script><img src=x onerror="window.__xss=1">'
 
 
-class ScriptedGenerator:
-    """Streams queued replies two characters at a time."""
-
-    backend = "scripted"
-
-    def __init__(self, *replies: str) -> None:
-        self.replies = list(replies)
-
-    def stream(self, question, passages):
-        reply = self.replies.pop(0)
-        for i in range(0, len(reply), 2):
-            yield reply[i : i + 2]
 
 
 @pytest.fixture
-def rag(tmp_path, fake_config, fake_embedder) -> RAG:
-    index = build_index(["tests/data/mini.txt"], tmp_path / "idx", fake_config, lambda: fake_embedder)
-    return RAG([index], fake_config, embedder=fake_embedder)
+def rag(mini_rag) -> RAG:
+    return mini_rag
 
 
 def _script(rag: RAG, *replies: str) -> None:
     gen = ScriptedGenerator(*replies)
     gen.backend = rag.config.generation.backend  # pretend to be the configured backend (no fallback notice)
-    rag.answerer._generators[(rag.config.generation.backend, rag.config.generation.model)] = gen
+    install_generator(rag, gen)
 
 
 def _passage(text: str, doc_id: str = "doc-009", title: str = "标题") -> Passage:

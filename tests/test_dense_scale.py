@@ -1,0 +1,98 @@
+"""Index type selection by corpus size, ANN recall oracles and shard merging."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from rag import dense
+from rag.build import build_index
+from rag.config import Config
+from rag.errors import ConfigError
+from rag.index import Index
+
+
+def _clustered(n: int, dim: int = 32, centres: int = 50, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    base = rng.normal(size=(centres, dim))
+    x = base[rng.integers(0, centres, n)] + 0.5 * rng.normal(size=(n, dim))
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+def _exact(vectors: np.ndarray, queries: np.ndarray, k: int) -> np.ndarray:
+    return np.argsort(-(queries @ vectors.T), axis=1, kind="stable")[:, :k]
+
+
+def test_auto_keeps_exact_search_for_small_corpora() -> None:
+    assert dense.choose_type("auto", 0) == "flat"
+    assert dense.choose_type("auto", dense.AUTO_FLAT_MAX) == "flat"
+    assert dense.choose_type("auto", dense.AUTO_FLAT_MAX + 1) == "ivf"
+    assert dense.choose_type("hnsw", 10) == "hnsw"
+    with pytest.raises(ConfigError, match="faiss_type"):
+        dense.choose_type("annoy", 10)
+
+
+def test_auto_is_the_default() -> None:
+    assert Config().index.faiss_type == "auto"
+
+
+def test_ivf_parameters_grow_with_the_corpus() -> None:
+    sizes = [2, 1_000, 100_000, 1_000_000, 100_000_000]
+    lists = [dense.ivf_lists(n) for n in sizes]
+    assert lists == sorted(lists) and lists[-1] == 4096
+    assert all(1 <= dense.ivf_probes(nl) <= nl for nl in lists)
+
+
+@pytest.mark.parametrize("kind", ["ivf", "ivfpq", "hnsw"])
+def test_ann_recall_against_brute_force(kind: str) -> None:
+    """recall@10 >= 0.95 after exact re-ranking of 30 candidates, as the retriever does."""
+    vectors = _clustered(6000)
+    queries = _clustered(100, seed=1)
+    index = dense.build_faiss(vectors, kind)
+    _, candidates = dense.search(index, queries, 30)
+    found = [c[np.argsort(-(vectors[c] @ q), kind="stable")[:10]] for c, q in zip(candidates, queries)]
+    truth = _exact(vectors, queries, 10)
+    recall = np.mean([len(set(f) & set(t)) / 10 for f, t in zip(found, truth)])
+    assert recall >= 0.95
+
+
+@pytest.mark.parametrize("kind", ["flat", "ivf", "ivfpq"])
+def test_merged_shards_search_like_one_index(kind: str) -> None:
+    import faiss
+
+    vectors = _clustered(3000)
+    queries = _clustered(40, seed=2)
+    single = dense.build_faiss(vectors, kind)
+    empty = dense.new_index(kind, vectors.shape[1], len(vectors), train=vectors)
+    shards = []
+    for part in np.array_split(vectors, 4):
+        shard = faiss.clone_index(empty)
+        shard.add(part)
+        shards.append(shard)
+    merged = dense.merge(shards)
+    assert merged.ntotal == len(vectors)
+    s1, p1 = dense.search(single, queries, 10)
+    s2, p2 = dense.search(merged, queries, 10)
+    np.testing.assert_array_equal(p1, p2)
+    np.testing.assert_allclose(s1, s2, rtol=1e-6)
+
+
+def test_merge_refuses_shards_with_different_quantizers() -> None:
+    a = dense.build_faiss(_clustered(2000, seed=3), "ivf")
+    b = dense.build_faiss(_clustered(2000, seed=4), "ivf")
+    with pytest.raises(ConfigError, match="trained separately"):
+        dense.merge([a, b])
+
+
+def test_manifest_records_the_chosen_index(tmp_path, fake_config, fake_embedder, monkeypatch) -> None:
+    auto = fake_config.with_overrides(index={"faiss_type": "auto"})
+    small = build_index(["tests/data/mini.txt"], tmp_path / "small", auto, lambda: fake_embedder)
+    assert small.manifest["faiss_type"] == "flat"
+    assert small.manifest["faiss"]["class"] == "IndexFlatIP"
+    monkeypatch.setattr(dense, "AUTO_FLAT_MAX", 2)  # pretend the mini corpus is large
+    large = build_index(["tests/data/mini.txt"], tmp_path / "large", auto, lambda: fake_embedder)
+    assert large.manifest["faiss_type"] == "ivf"
+    assert large.manifest["faiss"]["class"] == "IndexIVFScalarQuantizer" and large.manifest["faiss"]["nprobe"] >= 1
+    loaded = Index.load(tmp_path / "large")
+    query = fake_embedder.embed_queries([loaded.chunks[0].text])
+    _, positions = dense.search(loaded.faiss_index, query, 1)
+    assert positions[0][0] == 0
