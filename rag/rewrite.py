@@ -14,9 +14,12 @@ from typing import Sequence
 
 logger = logging.getLogger(__name__)
 
-_PRONOUN = re.compile(r"(它们|他们|她们|该组织|该机构|该协会|该基金会|该项目|该活动|这个组织|这个机构|这家机构|这个项目|它|他|她|其)")
+_PRONOUN = re.compile(
+    r"((?:该|这个|这家|这一|此)(?:组织|机构|协会|基金会|联合会|商会|中心|平台|项目|活动|行动|单位|企业|公司|医院|学会|救援队)"
+    r"|它们|他们|她们|它|他|她|其)"
+)
 _LEAD = re.compile(r"^(那么|那|还有|另外|以及|并且|而且|那请问|请问)[，,\s]*")
-_ORG_HEAD = re.compile(r"(基金会|联合会|协会|商会|学会|中心|组织|救援队|志愿队|委员会|局|部|院|公司|集团|医院|大学|行动|项目|计划|平台|队)$")
+_ORG_HEAD = re.compile(r"(基金会|联合会|协会|商会|学会|中心|组织|救援队|志愿队|委员会|局|部|院|公司|集团|医院|大学|行动|项目|平台|队)$")
 _NOUNISH = ("n", "nz", "ns", "nr", "nt", "nrt", "j", "eng", "x")
 _QUESTION_WORDS = ("多少", "什么", "哪", "谁", "几", "怎么", "如何", "为什么", "是否", "吗")
 
@@ -29,16 +32,31 @@ def _jieba_pos():
     return pseg
 
 
-def subject_of(question: str) -> str:
-    """The entity a question is about, e.g. ``北京幸福公益基金会的理事长是谁？`` -> ``北京幸福公益基金会``."""
-    words = [(w.word, w.flag) for w in _jieba_pos().cut(question)]
-    text = ""
-    for word, _ in words:
+def subject_candidates(question: str) -> list[str]:
+    """Prefixes of the question that end in an organisation-like head noun, shortest first.
+
+    Scanning stops at a preposition, pronoun or question word, or a verb after a candidate, so
+    "深圳市猛犸公益基金会捐给雅典大学…" gives only "深圳市猛犸公益基金会".
+    """
+    text, out = "", []
+    for w in _jieba_pos().cut(question):
+        word, flag = w.word, w.flag
+        if any(q in word for q in _QUESTION_WORDS) or word in "，。？！的" or _PRONOUN.fullmatch(word):
+            break
+        if text and (flag[:1] in ("p", "c", "d", "u", "r") or (out and flag[:1] == "v")):
+            break  # a verb ends the subject once one is found: "…基金会捐给…"; before that it may be part of a name (组织)
         text += word
         if _ORG_HEAD.search(text) and len(text) >= 3:
-            return text
-        if any(q in word for q in _QUESTION_WORDS) or word in "，。？！的":
-            break
+            out.append(text)
+    return out
+
+
+def subject_of(question: str) -> str:
+    """The entity a question is about, e.g. ``北京幸福公益基金会的理事长是谁？`` -> ``北京幸福公益基金会``."""
+    candidates = subject_candidates(question)
+    if candidates:
+        return candidates[-1]
+    words = [(w.word, w.flag) for w in _jieba_pos().cut(question)]
     lead = ""
     for word, flag in words:
         if flag[:2] not in _NOUNISH and flag[:1] not in ("n",):
@@ -60,18 +78,24 @@ def rewrite_question(question: str, history: Sequence[tuple[str, str]] | Sequenc
     users = _user_turns(history)
     if not users or not is_follow_up(question):
         return question
+    rest = _LEAD.sub("", question)
+    pronoun = _PRONOUN.search(rest)
+    # "该协会" refers to the last earlier subject whose head is 协会.
+    head = pronoun.group(0)[-2:] if pronoun and len(pronoun.group(0)) > 2 else ""
     subject = ""
     for previous in reversed(users):
-        subject = subject_of(previous)
+        candidates = subject_candidates(previous) or [subject_of(previous)]
+        typed = [c for c in candidates if head and c.endswith(head)]
+        subject = (typed or candidates)[-1]
         if subject:
             break
     if not subject:
         return question
-    rest = _LEAD.sub("", question)
-    if _PRONOUN.search(rest):
+    own = subject_of(rest)
+    if pronoun:
         rewritten = _PRONOUN.sub(subject, rest, count=1)
-    elif subject in rest:
-        rewritten = rest
+    elif subject in rest or _ORG_HEAD.search(own):
+        rewritten = rest  # names its own subject: "那中国食用菌协会呢？"
     else:
         rewritten = subject + rest
     logger.info("rewrote follow-up %r -> %r", question, rewritten)

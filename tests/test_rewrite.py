@@ -22,3 +22,13 @@ def test_standalone_questions_unchanged() -> None:
     q = "中国烹饪协会发布了什么倡议？"
     assert rewrite_question(q, history) == q
     assert rewrite_question("那它由谁执行？", []) == "那它由谁执行？"
+
+
+def test_typed_pronoun_picks_matching_subject_and_own_subject_is_kept() -> None:
+    history = [("中国医师协会远程医疗队是哪天启动远程会诊的？", "2月27日[1]。")]
+    assert rewrite_question("该协会向多少名医师家属发出了慰问信？", history) == "中国医师协会向多少名医师家属发出了慰问信？"
+    assert rewrite_question("其智库协作机制由多少家机构发起？", [("中国网络社会组织联合会的会长是谁？", "")]) == (
+        "中国网络社会组织联合会智库协作机制由多少家机构发起？"
+    )
+    assert rewrite_question("那中国食用菌协会呢？", [("中国茶叶流通协会采购了多少春茶？", "")]) == "中国食用菌协会呢？"
+    assert subject_of("深圳市猛犸公益基金会捐给雅典大学的设备是什么？") == "深圳市猛犸公益基金会"
