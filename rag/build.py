@@ -108,6 +108,7 @@ def build_index(
                 "dimension": dim,
                 "query_prefix": config.embedding.query_prefix,
                 "passage_prefix": config.embedding.passage_prefix,
+                "backend": getattr(embedder, "backend", None) if embedder is not None else old.manifest["embedding"].get("backend"),
             },
             "chunking": dataclasses.asdict(config.chunking),
             "faiss_type": faiss_type,

@@ -55,14 +55,27 @@ def index() -> None:
 @click.option("--config", "config_path", default=None, help="TOML config file.")
 @click.option("--force", is_flag=True, help="Rebuild even if the corpus is unchanged.")
 @click.option("--chunk-size", type=int, default=None, help="Chunk budget in characters.")
-def index_build(paths: tuple[str, ...], index_dir: str | None, config_path: str | None, force: bool, chunk_size: int | None) -> None:
-    """Index documents (default: the bundled corpus) into INDEX_DIR."""
+@click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+              help="ray: read, chunk and embed as Ray Data jobs (pip install -e '.[ray]').")
+@click.option("--ray-address", default=None, help="Ray cluster to join (default: start a local one).")
+def index_build(paths: tuple[str, ...], index_dir: str | None, config_path: str | None, force: bool, chunk_size: int | None,
+                engine: str, ray_address: str | None) -> None:
+    """Index documents (default: the bundled corpus) into INDEX_DIR.
+
+    Example: rag index build --engine ray --ray-address ray://head:10001
+    """
     from rag.pipeline import RAG
 
     config = load_config(config_path).with_overrides(chunking={"max_chars": chunk_size})
     started = time.perf_counter()
-    rag = RAG.build(list(paths) or [str(default_corpus())], index_dir=index_dir or default_index_dir(), config=config, force=force)
-    counts = rag.indexes[0].manifest["counts"]
+    sources = list(paths) or [str(default_corpus())]
+    if engine == "ray":
+        from rag.engine_ray import build_index_ray
+
+        built = build_index_ray(sources, index_dir or default_index_dir(), config, address=ray_address, force=force)
+    else:
+        built = RAG.build(sources, index_dir=index_dir or default_index_dir(), config=config, force=force).indexes[0]
+    counts = built.manifest["counts"]
     click.echo(
         f"index ready at {index_dir or default_index_dir()}: {counts['documents']} documents, "
         f"{counts['chunks']} chunks, {counts['aliases']} duplicate ids folded ({time.perf_counter() - started:.1f}s)"

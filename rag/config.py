@@ -60,12 +60,18 @@ class EmbeddingConfig:
     passage_prefix: str = "passage: "
     batch_size: int = 32
     device: str = "cpu"
+    # "auto": int8 ONNX Runtime where onnxruntime is installed (~3x faster, same dev
+    # hit@5), else sentence-transformers; or force "sentence-transformers",
+    # or "onnx-int8". See rag/embedding.py, benchmarks/embedding_speed.py.
+    backend: str = "auto"
+    threads: int = 0  # 0: the backend's default (all cores this process may use)
 
 
 @dataclass
 class IndexConfig:
-    # "flat" (exact inner product), "hnsw", "ivf", or "auto" (chosen by size).
-    faiss_type: str = "flat"
+    # "auto": exact "flat" search up to 50k chunks, "ivf" (IVF-SQ8) above; or
+    # force "flat", "ivf", "ivfpq" or "hnsw" (see rag/dense.py, benchmarks/retrieval_scale.py).
+    faiss_type: str = "auto"
 
 
 @dataclass

@@ -1,8 +1,26 @@
-"""FAISS vector indexes: exact inner product by default, ANN for large corpora."""
+"""FAISS vector indexes: exact inner product for small corpora, ANN for large ones.
+
+Index types (``index.faiss_type``):
+
+* ``flat``: exact inner product; the right choice up to ``AUTO_FLAT_MAX``
+  vectors, where a query still takes a few milliseconds.
+* ``ivf``: inverted lists over 8-bit scalar-quantised codes, about 1/4 of the
+  flat index's memory. ``nlist`` and ``nprobe`` grow with the corpus; measured
+  in ``benchmarks/retrieval_scale.py`` (recall@10 against exact search).
+* ``ivfpq``: inverted lists over product-quantised codes (1/16 of flat); lower
+  recall on its own, meant for corpora too large for ``ivf``.
+* ``hnsw``: a graph over the full vectors; fastest queries, more memory than flat.
+* ``auto``: ``flat`` up to ``AUTO_FLAT_MAX`` vectors, ``ivf`` above.
+
+An IVF index can be built in shards that share one trained coarse quantizer
+(:func:`new_index` then ``add`` per shard) and merged with :func:`merge`.
+"""
 from __future__ import annotations
 
 import logging
+import math
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 
@@ -10,11 +28,14 @@ from rag.errors import ConfigError, IndexLoadError
 
 logger = logging.getLogger(__name__)
 
-FAISS_TYPES = ("flat", "hnsw", "ivf", "auto")
-AUTO_FLAT_MAX = 50_000  # exact search stays fast (< 10 ms) below this many vectors
+FAISS_TYPES = ("flat", "hnsw", "ivf", "ivfpq", "auto")
+AUTO_FLAT_MAX = 50_000  # exact search stays under ~10 ms per query below this many vectors
+TRAIN_PER_LIST = 40  # k-means sample per inverted list (FAISS warns below 39)
+HNSW_M = 32
 
 
 def choose_type(kind: str, n: int) -> str:
+    """The concrete index type for ``kind`` ("auto" picks by the vector count ``n``)."""
     if kind not in FAISS_TYPES:
         raise ConfigError(f"unknown index.faiss_type {kind!r}; use one of {', '.join(FAISS_TYPES)}")
     if kind != "auto":
@@ -22,28 +43,110 @@ def choose_type(kind: str, n: int) -> str:
     return "flat" if n <= AUTO_FLAT_MAX else "ivf"
 
 
-def build_faiss(vectors: np.ndarray, kind: str = "flat"):
-    """Build a FAISS inner-product index over unit vectors."""
+def ivf_lists(n: int) -> int:
+    """Inverted lists for ``n`` vectors: about 2·sqrt(n), a power of two, at most 4096,
+    and few enough that each list gets ``TRAIN_PER_LIST`` training vectors."""
+    if n < 2 * TRAIN_PER_LIST:
+        return 1
+    lists = 2 ** round(math.log2(2 * math.sqrt(n)))
+    return int(max(1, min(4096, lists, n // TRAIN_PER_LIST)))
+
+
+def ivf_probes(nlist: int) -> int:
+    """Lists searched per query: 1/16 of them, at least 32 (or all when fewer)."""
+    return min(nlist, max(32, nlist // 16))
+
+
+def new_index(kind: str, dim: int, n: int, train: np.ndarray | None = None, nlist: int | None = None):
+    """An empty index of concrete type ``kind`` for about ``n`` vectors, trained on ``train`` if IVF.
+
+    Shards that must merge later are all made from copies of one such index
+    (``faiss.clone_index``), so they share the trained coarse quantizer.
+    """
     import faiss
 
-    n, dim = vectors.shape
     kind = choose_type(kind, n)
     if kind == "flat":
-        index = faiss.IndexFlatIP(dim)
-    elif kind == "hnsw":
-        index = faiss.IndexHNSWFlat(dim, 32, faiss.METRIC_INNER_PRODUCT)
+        return faiss.IndexFlatIP(dim)
+    if kind == "hnsw":
+        index = faiss.IndexHNSWFlat(dim, HNSW_M, faiss.METRIC_INNER_PRODUCT)
         index.hnsw.efConstruction = 80
-        index.hnsw.efSearch = 64
-    else:  # ivf with scalar-quantised codes: 1/4 of the flat index memory
-        nlist = max(1, min(4096, int(np.sqrt(max(n, 1)))))
-        quantizer = faiss.IndexFlatIP(dim)
+        index.hnsw.efSearch = 128
+        return index
+    nlist = nlist or ivf_lists(n)
+    quantizer = faiss.IndexFlatIP(dim)
+    if kind == "ivf":
         index = faiss.IndexIVFScalarQuantizer(quantizer, dim, nlist, faiss.ScalarQuantizer.QT_8bit, faiss.METRIC_INNER_PRODUCT)
-        train = vectors if n <= 100 * nlist else vectors[np.random.default_rng(0).choice(n, 100 * nlist, replace=False)]
-        index.train(train)
-        index.nprobe = min(nlist, max(16, nlist // 16))
-    if n:
-        index.add(vectors)
+    else:  # ivfpq: dim/4 sub-quantizers of 8 bits (96 bytes a vector for dimension 384, 1/16 of flat)
+        m = next(m for m in (dim // 4, dim // 2, dim) if m and dim % m == 0)
+        index = faiss.IndexIVFPQ(quantizer, dim, nlist, m, 8, faiss.METRIC_INNER_PRODUCT)
+    index.own_fields = True
+    quantizer.this.disown()
+    if train is None or len(train) == 0:
+        raise ConfigError(f"a {kind} index needs training vectors")
+    sample = train
+    if len(train) > TRAIN_PER_LIST * nlist:
+        sample = train[np.sort(np.random.default_rng(0).choice(len(train), TRAIN_PER_LIST * nlist, replace=False))]
+    index.train(np.ascontiguousarray(sample, dtype=np.float32))
+    index.nprobe = ivf_probes(nlist)
     return index
+
+
+def build_faiss(vectors: np.ndarray, kind: str = "flat", nlist: int | None = None):
+    """Build a FAISS inner-product index over unit vectors (``kind`` as in the module docstring)."""
+    n, dim = vectors.shape
+    index = new_index(kind, dim, n, train=vectors, nlist=nlist)
+    if n:
+        index.add(np.ascontiguousarray(vectors, dtype=np.float32))
+    return index
+
+
+def merge(shards: Sequence[object]):
+    """Concatenate shards (same type; IVF shards sharing one coarse quantizer) in order.
+
+    Row ``i`` of shard ``s`` becomes row ``sum(len(shards[:s])) + i``, exactly as
+    if the shards' vectors had been added to one index in that order.
+    """
+    import faiss
+
+    if not shards:
+        raise ConfigError("no index shards to merge")
+    merged = faiss.clone_index(shards[0])
+    centroids = _centroids(merged)
+    for shard in shards[1:]:
+        if isinstance(merged, faiss.IndexHNSW):
+            raise ConfigError("HNSW indexes cannot be merged; build them in one process")
+        # FAISS checks types and sizes but not that the coarse quantizers agree.
+        if centroids is not None and not np.array_equal(centroids, _centroids(shard)):
+            raise ConfigError("IVF shards were trained separately; make every shard from one trained index (new_index)")
+        # IVF shards number their rows from 0; shift them to their place in the merged index.
+        merged.merge_from(shard, merged.ntotal if centroids is not None else 0)
+    return merged
+
+
+def _centroids(index) -> np.ndarray | None:
+    import faiss
+
+    try:
+        quantizer = faiss.extract_index_ivf(index).quantizer
+    except RuntimeError:
+        return None
+    return quantizer.reconstruct_n(0, quantizer.ntotal)
+
+
+def describe(index) -> dict:
+    """Type and search parameters of ``index``, for the manifest."""
+    import faiss
+
+    info = {"class": type(index).__name__, "ntotal": int(index.ntotal)}
+    try:
+        ivf = faiss.extract_index_ivf(index)
+        info.update(nlist=int(ivf.nlist), nprobe=int(ivf.nprobe))
+    except RuntimeError:
+        pass
+    if hasattr(index, "hnsw"):
+        info.update(M=HNSW_M, efSearch=int(index.hnsw.efSearch))
+    return info
 
 
 def save_faiss(index, path: Path) -> None:

@@ -49,7 +49,8 @@ def test_ray_build_retrieves_like_the_local_build(tmp_path) -> None:
     from rag.index import Index
     from rag.pipeline import RAG
 
-    config = Config()
+    # float32 sentence-transformers on both sides, so vectors can be compared closely.
+    config = Config().with_overrides(embedding={"backend": "sentence-transformers"})
     questions = [json.loads(line)["question"] for line in open("eval/dev_questions.jsonl", encoding="utf-8")]
     # The single-process reference: the repository's index when it is current, else built here.
     if _current("index/default", config):
@@ -87,7 +88,22 @@ def _current(index_dir: str, config: Config) -> bool:
         index = Index.load(index_dir, embedding_model=config.embedding.model)
     except Exception:  # noqa: BLE001 - any problem means "build a reference here"
         return False
+    if index.manifest["embedding"].get("backend") not in (None, "sentence-transformers"):
+        return False
     # The FAISS type does not change the vectors or chunks the comparison is about.
     wanted = _fingerprint(config, corpus_hash(load_documents(["data/articles.txt"])))
     have = dict(index.manifest.get("fingerprint", {}))
     return {k: v for k, v in have.items() if k != "faiss_type_requested"} == {k: v for k, v in wanted.items() if k != "faiss_type_requested"}
+
+
+def test_cli_engine_ray_without_ray_says_how_to_install(monkeypatch, tmp_path) -> None:
+    import sys
+
+    from click.testing import CliRunner
+
+    from rag.cli import cli
+
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray -> ImportError
+    result = CliRunner().invoke(cli, ["index", "build", "tests/data/mini.txt", "--index-dir", str(tmp_path / "idx"), "--engine", "ray"])
+    assert result.exit_code == 1
+    assert "pip install -e '.[ray]'" in result.output

@@ -1,0 +1,193 @@
+"""Generation speed of the default generator (Qwen2.5-Coder-0.5B-Instruct) on dev questions.
+
+For each variant and question: time to first token, decode tokens/s and total
+answer time, over the same retrieved passages (top 5, retrieved once). The
+baseline is transformers in float32; against it: bfloat16 (what
+``dtype="auto"`` picks on CPUs with AVX512-BF16/AMX), dynamic int8
+(``torch.ao.quantization.quantize_dynamic``), ``torch.compile``, thread
+counts, shorter prompts, and llama.cpp (``llama-cpp-python``) on the GGUF the
+model is provisioned from (Q4_K_M: the float32/bf16 folder is dequantised from the same weights).
+
+Quality guard: answer accuracy (contains-gold, ``rag.evaluation.metrics``) of
+the raw generated answer on the answerable questions, within 0.02 of float32.
+
+    python benchmarks/generation_speed.py --limit 20
+    python benchmarks/generation_speed.py --variants hf-fp32 llama.cpp --limit 81
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import Timer, load_dev_questions, machine, peak_rss_mb, percentiles, table, write_results  # noqa: E402
+
+from rag.config import DEFAULT_GENERATOR_MODEL, cache_dir  # noqa: E402
+from rag.evaluation import metrics as m  # noqa: E402
+from rag.generation import DEFAULT_MAX_PROMPT_CHARS, CausalGenerator, build_messages  # noqa: E402
+
+logger = logging.getLogger("generation_speed")
+GUARD = 0.02
+MAX_NEW_TOKENS = 96
+
+
+class Variant:
+    """A way to run the generator: ``stream(messages)`` yields text pieces."""
+
+    def __init__(self, name: str, make: Callable[[], Callable[[list[dict]], Iterator[str]]], max_prompt_chars: int = DEFAULT_MAX_PROMPT_CHARS,
+                 top_k: int = 5, threads: int | None = None) -> None:
+        self.name, self.make, self.max_prompt_chars, self.top_k, self.threads = name, make, max_prompt_chars, top_k, threads
+
+
+def _threads(n: int | None) -> None:
+    import torch
+
+    if n:
+        torch.set_num_threads(n)
+
+
+def hf(dtype: str = "float32", int8: bool = False, compile_: bool = False, threads: int | None = None):
+    def make():
+        import torch
+
+        _threads(threads)
+        gen = CausalGenerator(DEFAULT_GENERATOR_MODEL, dtype=dtype, max_new_tokens=MAX_NEW_TOKENS, threads=threads)
+        if int8:
+            gen.model = torch.ao.quantization.quantize_dynamic(gen.model, {torch.nn.Linear}, dtype=torch.qint8)
+        if compile_:
+            gen.model.forward = torch.compile(gen.model.forward, dynamic=True)
+        return gen.stream_complete
+
+    return make
+
+
+def gguf_path() -> Path:
+    from rag.provision.gguf import assemble_gguf, known_model
+
+    return assemble_gguf(known_model("qwen2.5-coder-0.5b-instruct"), cache_dir() / "bench" / "qwen2.5-coder-0.5b-instruct.gguf")
+
+
+def llama_cpp(threads: int):
+    def make():
+        from llama_cpp import Llama
+
+        llm = Llama(model_path=str(gguf_path()), n_ctx=4096, n_threads=threads, n_threads_batch=threads, n_batch=512, verbose=False, seed=0)
+
+        def stream(messages):
+            for part in llm.create_chat_completion(messages, max_tokens=MAX_NEW_TOKENS, temperature=0.0, top_k=1, stream=True):
+                piece = part["choices"][0]["delta"].get("content")
+                if piece:
+                    yield piece
+
+        return stream
+
+    return make
+
+
+def variants(cores: int) -> list[Variant]:
+    return [
+        Variant("hf-fp32 (baseline)", hf("float32", threads=cores)),
+        Variant("hf-bf16", bf16 := hf("bfloat16", threads=cores)),
+        Variant("hf-int8-dynamic", hf("float32", int8=True, threads=cores)),
+        Variant("hf-bf16 1 thread", bf16, threads=1),
+        Variant("hf-bf16 prompt 800 chars", bf16, max_prompt_chars=800),
+        Variant("hf-bf16 top 3 passages", bf16, top_k=3),
+        Variant("hf-bf16 torch.compile", hf("bfloat16", compile_=True, threads=cores)),
+        Variant(f"llama.cpp GGUF Q4_K_M {cores} threads", llama := llama_cpp(cores)),
+        Variant("llama.cpp GGUF Q4_K_M prompt 800 chars", llama, max_prompt_chars=800),
+    ]
+
+
+def run_one(stream: Callable, messages: list[dict], tokenizer) -> dict[str, Any]:
+    start = time.perf_counter()
+    first = None
+    pieces = []
+    for piece in stream(messages):
+        if first is None:
+            first = time.perf_counter()
+        pieces.append(piece)
+    end = time.perf_counter()
+    text = "".join(pieces).strip()
+    tokens = len(tokenizer(text)["input_ids"]) if text else 0
+    first = first or end
+    decode_s = end - first
+    return {"ttft_ms": (first - start) * 1000, "total_ms": (end - start) * 1000, "tokens": tokens,
+            "tok_s": (tokens - 1) / decode_s if tokens > 1 and decode_s > 0 else float("nan"), "text": text}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--limit", type=int, default=20, help="answerable dev questions to answer (81 in all)")
+    ap.add_argument("--variants", nargs="*", default=None, help="variant names to run (default: all)")
+    ap.add_argument("--index-dir", default="index/default")
+    ap.add_argument("--name", default="generation_speed")
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    from transformers import AutoTokenizer
+
+    from rag.pipeline import RAG
+    from rag.provision.gguf import resolve_generator_model
+
+    cores = machine()["cores"]
+    questions = load_dev_questions(answerable_only=True)
+    step = max(1, len(questions) // args.limit)
+    questions = questions[::step][: args.limit]  # spread over the set, not just its first topics
+    rag = RAG.load(args.index_dir)
+    passages = rag.retrieve_batch([q["question"] for q in questions], top_k=5)
+    tokenizer = AutoTokenizer.from_pretrained(resolve_generator_model(DEFAULT_GENERATOR_MODEL))
+    chosen = [v for v in variants(cores) if not args.variants or v.name in args.variants]
+    rows: dict[str, dict] = {}
+    streams: dict[str, Callable] = {}
+    loaded: dict[int, Callable] = {}  # variants differing only in prompt share one model
+    for variant in chosen:
+        try:
+            with Timer() as t_load:
+                key = id(variant.make)
+                if key not in loaded:
+                    loaded[key] = variant.make()
+                streams[variant.name] = loaded[key]
+            warm = build_messages(questions[0]["question"], passages[0][: variant.top_k], variant.max_prompt_chars)
+            with Timer() as t_warm:
+                run_one(streams[variant.name], warm, tokenizer)  # first call: lazy init, compilation
+            rows[variant.name] = {"variant": variant.name, "load_s": round(t_load.s, 1), "warm_s": round(t_warm.s, 1)}
+        except Exception as e:  # noqa: BLE001 - a variant that cannot run is reported, not fatal
+            logger.exception("variant %s failed", variant.name)
+            rows[variant.name] = {"variant": variant.name, "error": f"{type(e).__name__}: {str(e).splitlines()[0][:120]}"}
+            streams.pop(variant.name, None)
+    runs: dict[str, list[dict]] = {name: [] for name in streams}
+    # Question by question, every variant in turn: load changes on a shared machine hit all alike.
+    for i, (q, ps) in enumerate(zip(questions, passages)):
+        for variant in chosen:
+            if variant.name not in streams:
+                continue
+            _threads(variant.threads or cores)
+            r = run_one(streams[variant.name], build_messages(q["question"], ps[: variant.top_k], variant.max_prompt_chars), tokenizer)
+            r["correct"] = m.answer_accuracy(m.short_answer(r["text"]), q["answers"])
+            runs[variant.name].append(r)
+        print(f"question {i + 1}/{len(questions)}: " + ", ".join(f"{n}: {runs[n][-1]['total_ms'] / 1000:.1f}s" for n in runs), flush=True)
+    base = next(iter(runs), None)
+    for name, rs in runs.items():
+        total = [r["total_ms"] for r in rs]
+        ratio = np.array([b["total_ms"] for b in runs[base]]) / np.array(total)
+        rows[name].update({
+            "ttft_p50_ms": round(float(np.median([r["ttft_ms"] for r in rs]))),
+            "tok/s": round(float(np.nanmedian([r["tok_s"] for r in rs])), 1),
+            "answer_p50_ms": percentiles(total)["p50_ms"], "answer_p95_ms": percentiles(total)["p95_ms"],
+            "mean_tokens": round(float(np.mean([r["tokens"] for r in rs])), 1),
+            "speed-up (median per question)": round(float(np.median(ratio)), 2),
+            "accuracy": round(float(np.mean([r["correct"] for r in rs])), 4)})
+        rows[name]["guard"] = "pass" if rows[name]["accuracy"] >= rows[base]["accuracy"] - GUARD else "FAIL"
+    answers = {name: [r["text"] for r in rs] for name, rs in runs.items()}
+    path = write_results(args.name, list(rows.values()), questions=len(questions), answers=answers,
+                         guard=f"accuracy at most {GUARD} below float32", peak_rss_mb=round(peak_rss_mb()))
+    print("\n" + table(list(rows.values())) + f"\n\n{len(questions)} answerable dev questions; wrote {path}")
+
+
+if __name__ == "__main__":
+    main()

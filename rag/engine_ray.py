@@ -1,0 +1,215 @@
+"""Build an index with Ray Data: reading, chunking and embedding run as Ray jobs.
+
+``rag index build --engine ray [--ray-address ADDR]`` joins an existing cluster
+(``ray.init(address=...)``) or starts a local one. The stages:
+
+1. read: one task per file reads and normalises its documents; the driver
+   folds duplicates in file order exactly as :func:`rag.corpus.load_documents`;
+2. chunk: documents are split into chunks by ``map_batches``;
+3. embed: ``map_batches`` with a callable class, so each worker loads the
+   embedding model once and embeds many batches;
+4. index: each block of vectors becomes one FAISS shard (for IVF, a copy of
+   one coarse quantizer trained on the driver); the driver merges the shards in
+   row order (:func:`rag.dense.merge`).
+
+BM25 and the chunk store are written by the driver, as in a local build.
+Ray is an optional extra: ``pip install -e '.[ray]'``. Workers must be able to
+import ``rag`` (installed in the cluster's environment).
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import logging
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+
+from rag import dense
+from rag.build import build_index
+from rag.chunking import chunk_documents
+from rag.config import ChunkConfig, Config, EmbeddingConfig
+from rag.corpus import MIN_CHARS, expand_paths, make_title, read_raw
+from rag.errors import ConfigError, CorpusError, RagError
+from rag.index import Index
+from rag.normalize import normalize_text
+from rag.records import Chunk, Document
+
+logger = logging.getLogger(__name__)
+
+EMBED_BATCH = 128  # rows a worker embeds per call; enough to amortise the call overhead
+
+
+def _ray():
+    try:
+        import ray
+        import ray.data  # noqa: F401 - fail here, not inside a job, when the data extra is missing
+    except ImportError as e:
+        raise ConfigError("the ray engine needs Ray Data: pip install -e '.[ray]' (ray[data]>=2.9)") from e
+    return ray
+
+
+def _read_files(batch: dict[str, np.ndarray], csv_text_column: str, max_bytes: int) -> dict[str, list]:
+    """Ray task: raw documents of each file, normalised (order kept)."""
+    rows: dict[str, list] = {k: [] for k in ("file", "seq", "id", "text", "title", "source")}
+    for file_no, path in zip(batch["file"], batch["path"]):
+        for seq, raw in enumerate(read_raw(Path(path), csv_text_column, max_bytes)):
+            for key, value in (("file", int(file_no)), ("seq", seq), ("id", raw.id), ("text", normalize_text(raw.text)),
+                               ("title", normalize_text(raw.title) if raw.title else ""), ("source", raw.source)):
+                rows[key].append(value)
+    return rows
+
+
+def _fold(rows: list[dict[str, Any]], files: list[Path]) -> list[Document]:
+    """Deduplicate normalised rows as ``load_documents`` does (same ids, titles and aliases)."""
+    by_hash: dict[str, int] = {}
+    docs: list[dict] = []
+    seen_ids: set[str] = set()
+    for row in sorted(rows, key=lambda r: (r["file"], r["seq"])):
+        text = row["text"]
+        if len(text) < MIN_CHARS:
+            continue
+        doc_id = row["id"]
+        if doc_id in seen_ids:
+            doc_id = f"{files[row['file']].stem}/{doc_id}"
+        if doc_id in seen_ids:
+            raise CorpusError(f"{files[row['file']]}: document id {row['id']!r} appears twice; ids must be unique")
+        seen_ids.add(doc_id)
+        key = hashlib.sha1(text.encode("utf-8")).hexdigest()
+        if key in by_hash:
+            docs[by_hash[key]]["aliases"].append(doc_id)
+            continue
+        by_hash[key] = len(docs)
+        docs.append({"id": doc_id, "text": text, "title": row["title"] or make_title(text), "source": row["source"], "aliases": []})
+    if not docs:
+        raise CorpusError("the given files hold no usable text (all empty, junk or too short)")
+    return [Document(id=d["id"], text=d["text"], title=d["title"], source=d["source"], aliases=tuple(d["aliases"])) for d in docs]
+
+
+def _chunk_batch(batch: dict[str, np.ndarray], chunking: dict) -> dict[str, list]:
+    """Ray task: chunks of a batch of documents, as ``chunk_documents`` makes them."""
+    docs = [Document(id=i, text=t, title=ti) for i, t, ti in zip(batch["id"], batch["text"], batch["title"])]
+    chunks = chunk_documents(docs, chunking["max_chars"], chunking["overlap_sentences"], chunking["context_chars"])
+    return {f.name: [getattr(c, f.name) for c in chunks] for f in dataclasses.fields(Chunk)}
+
+
+class _EmbedWorker:
+    """Ray actor body: loads the embedder once, then embeds every batch it is given."""
+
+    def __init__(self, embedding: dict) -> None:
+        from rag.embedding import Embedder
+
+        self.embedder = Embedder(EmbeddingConfig(**embedding))
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        vectors = self.embedder.embed_passages([str(t) for t in batch["text"]])
+        return {"pos": batch["pos"], "vector": vectors}
+
+
+def _shard(batch: dict[str, np.ndarray], empty: bytes) -> dict[str, list]:
+    """Ray task: one FAISS shard over one block of vectors, from the shared empty index."""
+    import faiss
+
+    index = faiss.deserialize_index(np.frombuffer(empty, dtype=np.uint8))
+    index.add(np.ascontiguousarray(np.stack(batch["vector"]), dtype=np.float32))
+    return {"first": [int(batch["pos"][0])], "count": [len(batch["pos"])], "shard": [faiss.serialize_index(index).tobytes()]}
+
+
+class RayEngine:
+    """The stages of a build, run as Ray Data jobs; plugs into :func:`rag.build.build_index`.
+
+    Args:
+        address: Ray cluster to join (``ray.init(address=...)``); None starts a local one.
+        workers: embedding actors (default: one per CPU the cluster offers, at most 4).
+        cpus_per_worker: CPUs each embedding actor reserves (and its torch threads).
+    """
+
+    name = "ray"
+
+    def __init__(self, config: Config, address: str | None = None, workers: int | None = None, cpus_per_worker: int = 1) -> None:
+        self.ray = _ray()
+        self.config = config
+        ctx_args: dict[str, Any] = {"ignore_reinit_error": True, "include_dashboard": False, "log_to_driver": False}
+        try:
+            self.ray.init(address=address, **ctx_args) if address else self.ray.init(**ctx_args)
+        except (ConnectionError, RuntimeError, ValueError) as e:
+            raise RagError(f"cannot start or join Ray at {address or 'a local instance'}: {e}") from e
+        cpus = int(self.ray.cluster_resources().get("CPU", 1))
+        self.cpus_per_worker = max(1, cpus_per_worker)
+        self.workers = workers or max(1, min(4, cpus // self.cpus_per_worker))
+        context = self.ray.data.DataContext.get_current()
+        context.execution_options.preserve_order = True  # row i of every stage stays row i
+        context.enable_progress_bars = False
+        self.dimension: int | None = None
+        logger.info("ray engine: %d CPUs, %d embedding workers", cpus, self.workers)
+
+    def load_documents(self, paths: Iterable[str | Path]) -> list[Document]:
+        files = expand_paths(paths)
+        if not files:
+            raise CorpusError("no document files given; pass .txt, .md, .jsonl or .csv files or a folder holding them")
+        ds = self.ray.data.from_items([{"file": i, "path": str(p)} for i, p in enumerate(files)])
+        ds = ds.map_batches(_read_files, fn_kwargs={"csv_text_column": self.config.corpus.csv_text_column,
+                                                    "max_bytes": self.config.corpus.max_file_bytes}, batch_size=1)
+        return _fold(ds.take_all(), files)
+
+    def chunk_documents(self, docs: list[Document], chunking: ChunkConfig) -> list[Chunk]:
+        rows = [{"id": d.id, "text": d.text, "title": d.title} for d in docs]
+        ds = self.ray.data.from_items(rows).map_batches(_chunk_batch, fn_kwargs={"chunking": dataclasses.asdict(chunking)}, batch_size=16)
+        fields = [f.name for f in dataclasses.fields(Chunk)]
+        return [Chunk(**{k: r[k] for k in fields}) for r in ds.take_all()]
+
+    def embed_passages(self, texts: list[str]) -> np.ndarray:
+        embedding = dict(dataclasses.asdict(self.config.embedding), threads=self.cpus_per_worker)
+        ds = self.ray.data.from_items([{"pos": i, "text": t} for i, t in enumerate(texts)])
+        ds = ds.map_batches(_EmbedWorker, fn_constructor_kwargs={"embedding": embedding}, batch_size=EMBED_BATCH,
+                            compute=self.ray.data.ActorPoolStrategy(size=self.workers), num_cpus=self.cpus_per_worker,
+                            batch_format="numpy")
+        self._embedded = ds.materialize()
+        out = np.zeros((len(texts), 0), dtype=np.float32)
+        for batch in self._embedded.iter_batches(batch_size=None, batch_format="numpy"):
+            vectors = np.stack(batch["vector"]).astype(np.float32)
+            if out.shape[1] == 0:
+                out = np.zeros((len(texts), vectors.shape[1]), dtype=np.float32)
+            out[batch["pos"]] = vectors
+        self.dimension = out.shape[1]
+        return out
+
+    def build_faiss(self, vectors: np.ndarray, kind: str):
+        """One shard per block of ``vectors``, merged in row order."""
+        import faiss
+
+        n, dim = vectors.shape
+        kind = dense.choose_type(kind, n)
+        if kind == "hnsw":
+            logger.info("HNSW indexes do not merge; building it on the driver")
+            return dense.build_faiss(vectors, kind)
+        empty = faiss.serialize_index(dense.new_index(kind, dim, n, train=vectors)).tobytes()
+        blocks = max(1, min(self.workers * 2, n // 1000 or 1))
+        ds = self.ray.data.from_items([{"pos": i, "vector": v} for i, v in enumerate(vectors)]).repartition(blocks)
+        ds = ds.map_batches(_shard, fn_kwargs={"empty": empty}, batch_size=None, batch_format="numpy")
+        shards = sorted(ds.take_all(), key=lambda r: r["first"])
+        logger.info("merging %d FAISS shards of %s", len(shards), kind)
+        return dense.merge([faiss.deserialize_index(np.frombuffer(s["shard"], dtype=np.uint8)) for s in shards])
+
+    def shutdown(self) -> None:
+        self.ray.shutdown()
+
+
+def build_index_ray(
+    paths: Iterable[str | Path],
+    index_dir: str | Path,
+    config: Config,
+    address: str | None = None,
+    workers: int | None = None,
+    force: bool = False,
+) -> Index:
+    """Like :func:`rag.build.build_index`, with reading, chunking, embedding and FAISS shards on Ray."""
+    paths = [str(p) for p in paths]
+    engine = RayEngine(config, address=address, workers=workers)
+    try:
+        docs = engine.load_documents(paths)
+        return build_index(paths, index_dir, config, lambda: engine, force=force, documents=docs, engine=engine)
+    finally:
+        if address is None:
+            engine.shutdown()
