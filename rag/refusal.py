@@ -9,7 +9,7 @@ model's goodwill. Three checks, each cheap and explainable:
   a passage about 中国烹饪协会;
 - *answer type*: a question asking "哪一年", "哪天", "多少名" or "叫什么名字"
   must get an answer holding a year, a date, a count with that measure word,
-  or a quoted name that is not the question read back.
+  or, when it quotes a name, one that is not the question read back.
 """
 from __future__ import annotations
 
@@ -78,8 +78,8 @@ def answer_has_expected_type(question: str, answer: str) -> bool:
     if m:
         return bool(re.search(rf"{_NUM}+[多余]?[万亿千百]?[多余]?\s*{m.group(1)}", answer))
     if _NAME_Q.search(question):
-        # A name is quoted or bracketed, and is not the question's own words read back.
+        # A quoted or bracketed name must not be the question's own words read back.
         qb = bigrams(question)
         names = ["".join(g) for g in _NAMED.findall(answer)]
-        return any(len(bigrams(n) - qb) > len(bigrams(n)) / 2 for n in names)
+        return not names or any(len(bigrams(n) - qb) > len(bigrams(n)) / 2 for n in names)
     return True
