@@ -73,13 +73,17 @@ def gguf_path() -> Path:
     return assemble_gguf(known_model("qwen2.5-coder-0.5b-instruct"), cache_dir() / "bench" / "qwen2.5-coder-0.5b-instruct.gguf")
 
 
-def llama_cpp(threads: int):
+def llama_cpp(threads: int, prompt_threads: int | None = None):
     def make():
         from llama_cpp import Llama
 
-        llm = Llama(model_path=str(gguf_path()), n_ctx=4096, n_threads=threads, n_threads_batch=threads, n_batch=512, verbose=False, seed=0)
+        llm = Llama(model_path=str(gguf_path()), n_ctx=4096, n_threads=threads, n_threads_batch=prompt_threads or threads,
+                    n_batch=512, verbose=False, seed=0)
 
         def stream(messages):
+            # Forget the previous prompt: llama.cpp would otherwise reuse its shared prefix
+            # (system prompt, first passages), which no other variant gets.
+            llm.reset()
             for part in llm.create_chat_completion(messages, max_tokens=MAX_NEW_TOKENS, temperature=0.0, top_k=1, stream=True):
                 piece = part["choices"][0]["delta"].get("content")
                 if piece:
@@ -101,6 +105,11 @@ def variants(cores: int) -> list[Variant]:
         Variant("hf-bf16 torch.compile", hf("bfloat16", compile_=True, threads=cores)),
         Variant(f"llama.cpp GGUF Q4_K_M {cores} threads", llama := llama_cpp(cores)),
         Variant("llama.cpp GGUF Q4_K_M prompt 800 chars", llama, max_prompt_chars=800),
+        # llama.cpp's threads spin while they wait for each other: one thread can win on a busy machine.
+        Variant("llama.cpp GGUF Q4_K_M 1 thread", llama1 := llama_cpp(1)),
+        Variant("llama.cpp GGUF Q4_K_M 1 thread prompt 800 chars", llama1, max_prompt_chars=800),
+        Variant(f"llama.cpp GGUF Q4_K_M 1 thread decode, {cores} prompt", llama_mixed := llama_cpp(1, cores)),
+        Variant(f"llama.cpp GGUF Q4_K_M 1 thread decode, {cores} prompt, 800 chars", llama_mixed, max_prompt_chars=800),
     ]
 
 

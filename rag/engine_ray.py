@@ -108,12 +108,16 @@ class _EmbedWorker:
 
 
 def _shard(batch: dict[str, np.ndarray], empty: bytes) -> dict[str, list]:
-    """Ray task: one FAISS shard over one block of vectors, from the shared empty index."""
+    """Ray task: one FAISS shard per block of vectors, each a copy of the shared empty index."""
     import faiss
 
-    index = faiss.deserialize_index(np.frombuffer(empty, dtype=np.uint8))
-    index.add(np.ascontiguousarray(np.stack(batch["vector"]), dtype=np.float32))
-    return {"first": [int(batch["pos"][0])], "count": [len(batch["pos"])], "shard": [faiss.serialize_index(index).tobytes()]}
+    out: dict[str, list] = {"first": [], "shard": []}
+    for first, vectors in zip(batch["first"], batch["vectors"]):
+        index = faiss.deserialize_index(np.frombuffer(empty, dtype=np.uint8))
+        index.add(np.ascontiguousarray(vectors, dtype=np.float32))
+        out["first"].append(int(first))
+        out["shard"].append(faiss.serialize_index(index).tobytes())
+    return out
 
 
 class RayEngine:
@@ -165,9 +169,8 @@ class RayEngine:
         ds = ds.map_batches(_EmbedWorker, fn_constructor_kwargs={"embedding": embedding}, batch_size=EMBED_BATCH,
                             compute=self.ray.data.ActorPoolStrategy(size=self.workers), num_cpus=self.cpus_per_worker,
                             batch_format="numpy")
-        self._embedded = ds.materialize()
         out = np.zeros((len(texts), 0), dtype=np.float32)
-        for batch in self._embedded.iter_batches(batch_size=None, batch_format="numpy"):
+        for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
             vectors = np.stack(batch["vector"]).astype(np.float32)
             if out.shape[1] == 0:
                 out = np.zeros((len(texts), vectors.shape[1]), dtype=np.float32)
@@ -185,9 +188,10 @@ class RayEngine:
             logger.info("HNSW indexes do not merge; building it on the driver")
             return dense.build_faiss(vectors, kind)
         empty = faiss.serialize_index(dense.new_index(kind, dim, n, train=vectors)).tobytes()
-        blocks = max(1, min(self.workers * 2, n // 1000 or 1))
-        ds = self.ray.data.from_items([{"pos": i, "vector": v} for i, v in enumerate(vectors)]).repartition(blocks)
-        ds = ds.map_batches(_shard, fn_kwargs={"empty": empty}, batch_size=None, batch_format="numpy")
+        # One row per block of vectors (not per vector): a million rows would cost more than the shards.
+        bounds = np.linspace(0, n, max(1, min(self.workers * 2, n // 1000 or 1)) + 1, dtype=int)
+        rows = [{"first": int(a), "vectors": vectors[a:b]} for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
+        ds = self.ray.data.from_items(rows).map_batches(_shard, fn_kwargs={"empty": empty}, batch_size=1, batch_format="numpy")
         shards = sorted(ds.take_all(), key=lambda r: r["first"])
         logger.info("merging %d FAISS shards of %s", len(shards), kind)
         return dense.merge([faiss.deserialize_index(np.frombuffer(s["shard"], dtype=np.uint8)) for s in shards])
