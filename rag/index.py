@@ -219,7 +219,7 @@ class Index:
         try:
             chunks = _read_jsonl(index_dir / "chunks.jsonl", Chunk)
             documents = _read_jsonl(index_dir / "documents.jsonl", Document)
-            vectors = np.load(index_dir / "vectors.npy")
+            vectors = np.load(index_dir / "vectors.npy", mmap_mode="r")  # read on demand: large corpora need not fit in RAM
         except (OSError, ValueError, TypeError, EOFError) as e:
             raise IndexLoadError(f"index {index_dir} has an unreadable chunk store or vectors ({e}); {hint}") from e
         faiss_index = dense.load_faiss(index_dir / "dense.faiss")
