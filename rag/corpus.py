@@ -176,33 +176,47 @@ def load_documents(paths: Iterable[str | Path], csv_text_column: str = "text", m
     files = expand_paths(paths)
     if not files:
         raise CorpusError("no document files given; pass .txt, .md, .jsonl or .csv files or a folder holding them")
+    def items():
+        for path in files:
+            for raw in read_raw(path, csv_text_column, max_bytes, stats):
+                stats.read += 1
+                yield path, raw.id, normalize_text(raw.text), normalize_text(raw.title) if raw.title else "", raw.source
+
+    documents = fold_documents(items(), stats)
+    if stats.skipped:
+        logger.info("skipped %d lines/records: %s", stats.skipped, stats.skipped_reasons)
+    logger.info("read %d documents from %d files: %d distinct, %d duplicates folded", stats.read, len(files), len(documents), stats.duplicates)
+    return documents
+
+
+def fold_documents(items: Iterable[tuple[Path, str, str, str, str]], stats: CorpusStats | None = None) -> list[Document]:
+    """Deduplicate ``(path, id, normalised text, title, source)`` records in order.
+
+    Too-short texts are skipped; an id seen before is qualified with its file
+    name; exact duplicate texts keep the first id and record the others as
+    aliases. Shared by the single-process and the Ray builds.
+    """
+    stats = stats if stats is not None else CorpusStats()
     by_hash: dict[str, int] = {}
     docs: list[dict] = []
     seen_ids: set[str] = set()
-    for path in files:
-        for raw in read_raw(path, csv_text_column, max_bytes, stats):
-            stats.read += 1
-            text = normalize_text(raw.text)
-            if len(text) < MIN_CHARS:
-                stats.skip("empty or too short")
-                continue
-            doc_id = raw.id
-            if doc_id in seen_ids:  # the same id from two files: qualify with the file name
-                doc_id = f"{path.stem}/{doc_id}"
-            if doc_id in seen_ids:
-                raise CorpusError(f"{path}: document id {raw.id!r} appears twice; ids must be unique")
-            seen_ids.add(doc_id)
-            key = hashlib.sha1(text.encode("utf-8")).hexdigest()
-            if key in by_hash:
-                docs[by_hash[key]]["aliases"].append(doc_id)
-                stats.duplicates += 1
-                continue
-            by_hash[key] = len(docs)
-            title = normalize_text(raw.title) if raw.title else make_title(text)
-            docs.append({"id": doc_id, "text": text, "title": title, "source": raw.source, "aliases": []})
-    if stats.skipped:
-        logger.info("skipped %d lines/records: %s", stats.skipped, stats.skipped_reasons)
-    logger.info("read %d documents from %d files: %d distinct, %d duplicates folded", stats.read, len(files), len(docs), stats.duplicates)
+    for path, raw_id, text, title, source in items:
+        if len(text) < MIN_CHARS:
+            stats.skip("empty or too short")
+            continue
+        doc_id = raw_id
+        if doc_id in seen_ids:  # the same id from two files: qualify with the file name
+            doc_id = f"{path.stem}/{doc_id}"
+        if doc_id in seen_ids:
+            raise CorpusError(f"{path}: document id {raw_id!r} appears twice; ids must be unique")
+        seen_ids.add(doc_id)
+        key = hashlib.sha1(text.encode("utf-8")).hexdigest()
+        if key in by_hash:
+            docs[by_hash[key]]["aliases"].append(doc_id)
+            stats.duplicates += 1
+            continue
+        by_hash[key] = len(docs)
+        docs.append({"id": doc_id, "text": text, "title": title or make_title(text), "source": source, "aliases": []})
     if not docs:
         raise CorpusError("the given files hold no usable text (all empty, junk or too short)")
     return [Document(id=d["id"], text=d["text"], title=d["title"], source=d["source"], aliases=tuple(d["aliases"])) for d in docs]

@@ -19,7 +19,6 @@ import ``rag`` (installed in the cluster's environment).
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import logging
 from pathlib import Path
 from typing import Any, Iterable
@@ -30,7 +29,7 @@ from rag import dense
 from rag.build import build_index
 from rag.chunking import chunk_documents
 from rag.config import ChunkConfig, Config, EmbeddingConfig
-from rag.corpus import MIN_CHARS, expand_paths, make_title, read_raw
+from rag.corpus import expand_paths, fold_documents, read_raw
 from rag.errors import ConfigError, CorpusError, RagError
 from rag.index import Index
 from rag.normalize import normalize_text
@@ -62,29 +61,9 @@ def _read_files(batch: dict[str, np.ndarray], csv_text_column: str, max_bytes: i
 
 
 def _fold(rows: list[dict[str, Any]], files: list[Path]) -> list[Document]:
-    """Deduplicate normalised rows as ``load_documents`` does (same ids, titles and aliases)."""
-    by_hash: dict[str, int] = {}
-    docs: list[dict] = []
-    seen_ids: set[str] = set()
-    for row in sorted(rows, key=lambda r: (r["file"], r["seq"])):
-        text = row["text"]
-        if len(text) < MIN_CHARS:
-            continue
-        doc_id = row["id"]
-        if doc_id in seen_ids:
-            doc_id = f"{files[row['file']].stem}/{doc_id}"
-        if doc_id in seen_ids:
-            raise CorpusError(f"{files[row['file']]}: document id {row['id']!r} appears twice; ids must be unique")
-        seen_ids.add(doc_id)
-        key = hashlib.sha1(text.encode("utf-8")).hexdigest()
-        if key in by_hash:
-            docs[by_hash[key]]["aliases"].append(doc_id)
-            continue
-        by_hash[key] = len(docs)
-        docs.append({"id": doc_id, "text": text, "title": row["title"] or make_title(text), "source": row["source"], "aliases": []})
-    if not docs:
-        raise CorpusError("the given files hold no usable text (all empty, junk or too short)")
-    return [Document(id=d["id"], text=d["text"], title=d["title"], source=d["source"], aliases=tuple(d["aliases"])) for d in docs]
+    """Deduplicate normalised rows exactly as ``load_documents`` does (same ids, titles and aliases)."""
+    ordered = sorted(rows, key=lambda r: (r["file"], r["seq"]))
+    return fold_documents((files[r["file"]], r["id"], r["text"], r["title"], r["source"]) for r in ordered)
 
 
 def _chunk_batch(batch: dict[str, np.ndarray], chunking: dict) -> dict[str, list]:
