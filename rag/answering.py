@@ -16,6 +16,8 @@ from typing import Callable, Iterator, Sequence
 from rag.citations import render, verify_answer
 from rag.config import GenerationConfig
 from rag.errors import ConfigError, ModelError
+from rag.generation import REFUSAL as REFUSAL_TEXT
+from rag.generation import build_generator
 from rag.questions import clean_question
 from rag.records import Answer, Passage
 from rag.refusal import RefusalPolicy, answer_has_expected_type, evidence, grounding, subject_found
@@ -23,7 +25,6 @@ from rag.rewrite import rewrite_question, subject_of
 
 logger = logging.getLogger(__name__)
 
-REFUSAL_TEXT = "根据现有资料无法回答这个问题。"
 _REFUSAL_HINTS = ("无法回答", "没有提到", "未提及", "没有提及", "无法确定", "没有相关", "未提供")
 
 
@@ -56,8 +57,6 @@ class Answerer:
         return self._generator(backend or self.config.backend)[0]
 
     def _generator(self, backend: str):
-        from rag.generation import build_generator
-
         model = self._model_for(backend)
         key = (backend, model)
         with self._lock:
