@@ -1,6 +1,6 @@
 """Retrieval latency, recall and memory against corpus size (synthetic data).
 
-Dense: exact ``IndexFlatIP`` (the baseline) against HNSW and IVF-SQ8/IVF-PQ at
+Dense: exact ``IndexFlatIP`` (the baseline) against HNSW and IVF-SQ6/IVF-PQ at
 10k, 100k and 1M vectors of dimension 384, on two kinds of data:
 
 * ``random``: unit vectors drawn uniformly, the worst case for any ANN index
@@ -148,7 +148,7 @@ def bench_dense(data: str, n: int, args, base: np.ndarray | None) -> list[dict]:
         nbytes = index_bytes(index)
         if sweep is None:
             ivf = faiss.extract_index_ivf(index)
-            label = f"{kind}: {type(index).__name__} nlist={ivf.nlist}"
+            label = f"{kind}: {type(index).__name__} nlist={ivf.nlist} {ivf.code_size} B/vector"
             sweep = sorted({p for p in (4, 8, 16, 32, 64, 128, 256, ivf.nprobe) if p <= ivf.nlist})
             default = ivf.nprobe
         else:

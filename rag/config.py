@@ -69,7 +69,7 @@ class EmbeddingConfig:
 
 @dataclass
 class IndexConfig:
-    # "auto": exact "flat" search up to 50k chunks, "ivf" (IVF-SQ8) above; or
+    # "auto": exact "flat" search up to 50k chunks, "ivf" (IVF-SQ6, candidates re-scored exactly) above; or
     # force "flat", "ivf", "ivfpq" or "hnsw" (see rag/dense.py, benchmarks/retrieval_scale.py).
     faiss_type: str = "auto"
 
@@ -92,6 +92,10 @@ class GenerationConfig:
     model: str = DEFAULT_GENERATOR_MODEL
     # Encoder-decoder checkpoint (T5/mT5/mT0/BART) for the "seq2seq" backend; none ships offline.
     seq2seq_model: str = ""
+    # How the "causal" backend runs its model: "auto" (CTranslate2 int8 when the
+    # ctranslate2 package is installed, else transformers), "ctranslate2" or
+    # "transformers". See rag/generation_fast.py, benchmarks/generation_speed.py.
+    engine: str = "auto"
     max_new_tokens: int = 96
     max_question_chars: int = 500
     extra: dict[str, Any] = field(default_factory=dict)

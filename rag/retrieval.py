@@ -87,8 +87,9 @@ class Retriever:
     def _search_one(self, index: Index, query: str, qvec: np.ndarray | None, n_cand: int) -> list[Passage]:
         dense_hits: dict[int, float] = {}
         if qvec is not None:
-            scores, positions = dense.search(index.faiss_index, qvec, n_cand)
-            dense_hits = {int(p): float(s) for p, s in zip(positions[0], scores[0]) if p >= 0}
+            _, positions = dense.search(index.faiss_index, qvec, n_cand)
+            # Exact cosine from the stored vectors: ANN indexes (IVF-SQ, PQ) only approximate it.
+            dense_hits = {int(p): float(index.vectors[p] @ qvec[0]) for p in positions[0] if p >= 0}
         lexical_hits: dict[int, float] = {}
         if self.config.fusion != "dense":
             all_scores = index.lexical.scores(query)

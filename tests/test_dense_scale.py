@@ -96,3 +96,31 @@ def test_manifest_records_the_chosen_index(tmp_path, fake_config, fake_embedder,
     query = fake_embedder.embed_queries([loaded.chunks[0].text])
     _, positions = dense.search(loaded.faiss_index, query, 1)
     assert positions[0][0] == 0
+
+
+def test_ivf_index_takes_at_most_a_quarter_of_flat_memory() -> None:
+    import faiss
+
+    vectors = _clustered(20000, dim=384)  # the e5 dimension: per-vector ids weigh less as codes grow
+    index = dense.build_faiss(vectors, "ivf")
+    size = faiss.serialize_index(index).size
+    assert size <= 0.25 * vectors.nbytes
+    assert dense.describe(index)["code_bytes"] * 8 == dense.IVF_CODE_BITS * vectors.shape[1]
+
+
+def test_retriever_reports_exact_cosine_from_an_ann_index(tmp_path, fake_config, fake_embedder, monkeypatch) -> None:
+    from rag.retrieval import Retriever
+
+    monkeypatch.setattr(dense, "AUTO_FLAT_MAX", 2)
+    config = fake_config.with_overrides(index={"faiss_type": "auto"})
+    index = build_index(["tests/data/mini.txt"], tmp_path / "ivf", config, lambda: fake_embedder)
+    assert index.manifest["faiss_type"] == "ivf"
+    for fusion in ("dense", "hybrid"):
+        retriever = Retriever([index], fake_embedder, config.retrieval.__class__(**{**vars(config.retrieval), "fusion": fusion}))
+        question = index.chunks[-1].text[:30]
+        qvec = fake_embedder.embed_queries([question])[0]
+        passages = retriever.retrieve(question, top_k=3)
+        assert passages
+        for p in passages:
+            position = next(i for i, c in enumerate(index.chunks) if c.id == p.chunk.id)
+            assert p.dense_score == pytest.approx(float(index.vectors[position] @ qvec), abs=1e-5)
