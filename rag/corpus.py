@@ -166,11 +166,14 @@ def expand_paths(paths: Iterable[str | Path]) -> list[Path]:
     return out
 
 
-def load_documents(paths: Iterable[str | Path], csv_text_column: str = "text", max_bytes: int = 50_000_000) -> list[Document]:
+def load_documents(paths: Iterable[str | Path], csv_text_column: str = "text", max_bytes: int = 50_000_000,
+                   reserved_ids: Iterable[str] = ()) -> list[Document]:
     """Read, normalise and deduplicate documents from files and folders.
 
     Exact duplicates (after normalisation) keep the first id; the other ids are
     kept as ``aliases`` so a citation or gold label naming any copy resolves.
+    An id in ``reserved_ids`` (another index's documents) is qualified with its
+    file name, as a repeated id is.
     """
     stats = CorpusStats()
     files = expand_paths(paths)
@@ -182,14 +185,15 @@ def load_documents(paths: Iterable[str | Path], csv_text_column: str = "text", m
                 stats.read += 1
                 yield path, raw.id, normalize_text(raw.text), normalize_text(raw.title) if raw.title else "", raw.source
 
-    documents = fold_documents(items(), stats)
+    documents = fold_documents(items(), stats, reserved_ids)
     if stats.skipped:
         logger.info("skipped %d lines/records: %s", stats.skipped, stats.skipped_reasons)
     logger.info("read %d documents from %d files: %d distinct, %d duplicates folded", stats.read, len(files), len(documents), stats.duplicates)
     return documents
 
 
-def fold_documents(items: Iterable[tuple[Path, str, str, str, str]], stats: CorpusStats | None = None) -> list[Document]:
+def fold_documents(items: Iterable[tuple[Path, str, str, str, str]], stats: CorpusStats | None = None,
+                   reserved_ids: Iterable[str] = ()) -> list[Document]:
     """Deduplicate ``(path, id, normalised text, title, source)`` records in order.
 
     Too-short texts are skipped; an id seen before is qualified with its file
@@ -199,7 +203,7 @@ def fold_documents(items: Iterable[tuple[Path, str, str, str, str]], stats: Corp
     stats = stats if stats is not None else CorpusStats()
     by_hash: dict[str, int] = {}
     docs: list[dict] = []
-    seen_ids: set[str] = set()
+    seen_ids: set[str] = set(reserved_ids)
     for path, raw_id, text, title, source in items:
         if len(text) < MIN_CHARS:
             stats.skip("empty or too short")

@@ -10,7 +10,7 @@ import threading
 from rag.answering import Answerer
 from rag.build import build_index
 from rag.config import Config
-from rag.corpus import alias_map
+from rag.corpus import alias_map, load_documents
 from rag.embedding import Embedder
 from rag.errors import IndexLoadError
 from rag.index import Index
@@ -106,7 +106,11 @@ class RAG:
         Unchanged chunks keep their vectors, so adding a file embeds only that
         file. On any error the previous extra index stays as it was.
         """
-        index = build_index(paths, index_dir, self.config, lambda: self.embedder)
+        # Ids of the base indexes stay theirs: an uploaded "doc-001" becomes "<file>/doc-001".
+        paths = [str(p) for p in paths]
+        base_ids = {i for index in self.indexes for i in alias_map(index.documents)}
+        documents = load_documents(paths, self.config.corpus.csv_text_column, self.config.corpus.max_file_bytes, reserved_ids=base_ids)
+        index = build_index(paths, index_dir, self.config, lambda: self.embedder, documents=documents)
         with self._lock:
             self._extra[str(Path(index_dir).resolve())] = index
             self.retriever.indexes = self.indexes + list(self._extra.values())

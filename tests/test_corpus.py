@@ -86,3 +86,17 @@ def test_gb18030_file_is_decoded(tmp_path) -> None:
     p = tmp_path / "gbk.txt"
     p.write_bytes("腾讯基金会计划出资三亿元支持抗疫。".encode("gb18030"))
     assert load_documents([p])[0].text == "腾讯基金会计划出资三亿元支持抗疫。"
+
+
+def test_uploaded_documents_do_not_take_the_base_corpus_ids(mini_rag, tmp_path) -> None:
+    """An uploaded file in the articles format numbers its lines doc-001… too; those ids stay the base corpus's."""
+    upload = tmp_path / "uploads" / "notes.txt"
+    upload.parent.mkdir()
+    upload.write_text("正文 内容\n上海 慈善 基金会 为 社区 防控 捐赠 了 二十万 只 口罩 和 一批 防护服 。\n", encoding="utf-8")
+    base_text = next(d.text for d in mini_rag.indexes[0].documents if d.id == "doc-001")
+    extra = mini_rag.add_documents([upload], tmp_path / "user")
+    assert [d.id for d in extra.documents] == ["notes/doc-001"]
+    assert mini_rag.resolve_doc_id("doc-001") == "doc-001"
+    assert next(d.text for d in mini_rag.indexes[0].documents if d.id == "doc-001") == base_text
+    hits = mini_rag.retrieve("上海慈善基金会捐赠了多少口罩？", top_k=3)
+    assert any(p.chunk.doc_id == "notes/doc-001" for p in hits)
