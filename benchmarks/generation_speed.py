@@ -6,7 +6,9 @@ baseline is transformers in float32; against it: bfloat16 (what
 ``dtype="auto"`` picks on CPUs with AVX512-BF16/AMX), dynamic int8
 (``torch.ao.quantization.quantize_dynamic``), ``torch.compile``, thread
 counts, shorter prompts, and llama.cpp (``llama-cpp-python``) on the GGUF the
-model is provisioned from (Q4_K_M: the float32/bf16 folder is dequantised from the same weights).
+model is provisioned from (Q4_K_M: the float32/bf16 folder is dequantised from the same weights),
+CTranslate2 (the shipped fast engine, rag/generation_fast.py: int8 weights,
+float32 compute) and onnxruntime-genai (int4 weights, int8 compute).
 
 Quality guard: answer accuracy (contains-gold, ``rag.evaluation.metrics``) of
 the raw generated answer on the answerable questions, within 0.02 of float32.
@@ -94,11 +96,72 @@ def llama_cpp(threads: int, prompt_threads: int | None = None):
     return make
 
 
+def ct2(compute_type: str = "int8", threads: int | None = None):
+    """The shipped CTranslate2 engine (rag/generation_fast.py): conversion cached, then streamed."""
+    def make():
+        from rag.generation_fast import CTranslate2Generator
+
+        gen = CTranslate2Generator(DEFAULT_GENERATOR_MODEL, compute_type=compute_type, max_new_tokens=MAX_NEW_TOKENS, threads=threads)
+        return gen.stream_complete
+
+    return make
+
+
+def ort_genai_path(precision: str) -> Path:
+    """The model folder built by onnxruntime-genai's model builder (once, cached)."""
+    import subprocess
+
+    from rag.provision.gguf import resolve_generator_model
+
+    out = cache_dir() / "bench" / f"qwen2.5-coder-0.5b-instruct-ort-{precision}"
+    if not (out / "genai_config.json").is_file():
+        subprocess.run([sys.executable, "-m", "onnxruntime_genai.models.builder", "-i", resolve_generator_model(DEFAULT_GENERATOR_MODEL),
+                        "-o", str(out), "-p", precision, "-e", "cpu", "-c", str(out / ".cache")], check=True)
+    return out
+
+
+def ort_genai(precision: str = "int4"):
+    """onnxruntime-genai on its own ONNX export; int4 weights, int8 compute (the builder's CPU default)."""
+    def make():
+        import onnxruntime_genai as og
+        from transformers import AutoTokenizer
+
+        from rag.provision.gguf import resolve_generator_model
+
+        model = og.Model(str(ort_genai_path(precision)))
+        tokenizer = AutoTokenizer.from_pretrained(resolve_generator_model(DEFAULT_GENERATOR_MODEL))
+        og_tokenizer = og.Tokenizer(model)
+
+        def stream(messages):
+            ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
+            ids = list(ids["input_ids"] if hasattr(ids, "keys") else ids)
+            params = og.GeneratorParams(model)
+            params.set_search_options(max_length=len(ids) + MAX_NEW_TOKENS, do_sample=False)
+            generator = og.Generator(model, params)
+            generator.append_tokens(ids)
+            decoder = og_tokenizer.create_stream()
+            while not generator.is_done():
+                generator.generate_next_token()
+                piece = decoder.decode(generator.get_next_tokens()[0])
+                if piece:
+                    yield piece
+
+        return stream
+
+    return make
+
+
 def variants(cores: int) -> list[Variant]:
     return [
         Variant("hf-fp32 (baseline)", hf("float32", threads=cores)),
         Variant("hf-bf16", bf16 := hf("bfloat16", threads=cores)),
         Variant("hf-int8-dynamic", hf("float32", int8=True, threads=cores)),
+        Variant("ctranslate2 int8", ct2_int8 := ct2("int8")),
+        Variant("ctranslate2 int8 prompt 1000 chars", ct2_int8, max_prompt_chars=1000),
+        Variant("ctranslate2 int8 top 3 passages", ct2_int8, top_k=3),
+        # CTranslate2 4.8 refused int8_bfloat16 and bfloat16 on an AVX512-BF16 CPU without AMX ("not efficient"): an error row there.
+        Variant("ctranslate2 int8_bfloat16", ct2("int8_bfloat16")),
+        Variant("onnxruntime-genai int4 (acc. level 4)", ort_genai("int4")),
         Variant("hf-bf16 1 thread", bf16, threads=1),
         Variant("hf-bf16 prompt 800 chars", bf16, max_prompt_chars=800),
         Variant("hf-bf16 top 3 passages", bf16, top_k=3),

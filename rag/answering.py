@@ -64,7 +64,10 @@ class Answerer:
                 try:
                     if backend == "seq2seq" and not model:
                         raise ModelError("no seq2seq model configured; set generation.seq2seq_model to a T5/mT5/BART folder or id")
-                    kwargs = {"max_new_tokens": self.config.max_new_tokens} if backend != "extractive" else {}
+                    kwargs = {} if backend == "extractive" else {
+                        "max_new_tokens": self.config.max_new_tokens, "prompt_passages": self.config.prompt_passages or None}
+                    if backend == "causal":
+                        kwargs["engine"] = self.config.engine
                     self._generators[key] = build_generator(backend, _resolve(model) if model else None, **kwargs)
                 except (ModelError, ConfigError) as e:
                     logger.error("generator %s unavailable, using the extractive backend: %s", backend, e)

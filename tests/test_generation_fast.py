@@ -1,0 +1,175 @@
+"""The CTranslate2 engine of the causal backend: conversion cache, fallbacks, streaming, real answers."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from rag.errors import ConfigError, ModelError
+from rag.generation import REFUSAL, build_generator
+from rag.records import Chunk, Passage
+
+pytest.importorskip("ctranslate2")
+from rag.generation_fast import CTranslate2Generator  # noqa: E402
+from rag.provision import ct2  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+CHAT_TEMPLATE = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+TEXT = "腾讯基金会计划出资3亿元，设立新基石研究员项目。北京今天晴，明天有小雨。资料：问题：只根据资料简短回答。"
+
+
+def passage(number: int, text: str, title: str = "") -> Passage:
+    return Passage(Chunk(f"c{number}", f"doc-{number:03d}", text, 0, len(text), title), score=1.0 / number)
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch) -> Path:
+    monkeypatch.setenv("WENYUAN_CACHE", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+@pytest.fixture(scope="module")
+def tiny_qwen(tmp_path_factory) -> Path:
+    """A two-layer Qwen2 with random weights and a byte-level BPE chat tokenizer, built offline."""
+    torch = pytest.importorskip("torch")
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
+
+    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+    backend = Tokenizer(models.BPE())
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    backend.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=400, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False
+    )
+    backend.train_from_iterator([TEXT, REFUSAL, "system user assistant"], trainer)
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=backend, eos_token="<|im_end|>", pad_token="<|endoftext|>", additional_special_tokens=specials[1:]
+    )
+    tokenizer.chat_template = CHAT_TEMPLATE
+    torch.manual_seed(0)
+    config = Qwen2Config(
+        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+        num_key_value_heads=1, max_position_embeddings=512, tie_word_embeddings=False,
+        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.pad_token_id,
+    )
+    path = tmp_path_factory.mktemp("models") / "tiny-qwen"
+    Qwen2ForCausalLM(config).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+def test_conversion_is_cached_and_reused(tiny_qwen, cache, monkeypatch):
+    path = ct2.ensure_ct2_model(tiny_qwen, "int8")
+    assert path == cache / "models" / "tiny-qwen-ct2-int8"
+    assert (path / "model.bin").is_file()
+    stamp = json.loads((path / ct2.STAMP_FILE).read_text(encoding="utf-8"))
+    assert stamp["source"] == str(tiny_qwen.resolve()) and stamp["quantization"] == "int8"
+    assert not [p for p in path.parent.iterdir() if p.name.startswith(".")]  # no temporary folder left
+
+    def no_second_conversion(*args, **kwargs):
+        raise AssertionError("converted again")
+
+    monkeypatch.setattr("ctranslate2.converters.TransformersConverter", no_second_conversion)
+    assert ct2.ensure_ct2_model(tiny_qwen, "int8") == path
+
+
+def test_a_changed_stamp_triggers_a_new_conversion(tiny_qwen, cache):
+    path = ct2.ensure_ct2_model(tiny_qwen, "int8")
+    stamp = json.loads((path / ct2.STAMP_FILE).read_text(encoding="utf-8"))
+    (path / ct2.STAMP_FILE).write_text(json.dumps({**stamp, "source_fingerprint": "old"}), encoding="utf-8")
+    assert ct2.ensure_ct2_model(tiny_qwen, "int8") == path
+    assert json.loads((path / ct2.STAMP_FILE).read_text(encoding="utf-8")) == stamp
+
+
+def test_failed_conversion_says_how_to_avoid_it(tmp_path, cache):
+    (tmp_path / "config.json").write_text('{"model_type": "no-such-architecture"}', encoding="utf-8")
+    with pytest.raises(ModelError, match='engine = "transformers"'):
+        ct2.ensure_ct2_model(tmp_path, "int8")
+    assert not (cache / "models").exists() or not list((cache / "models").iterdir())
+    with pytest.raises(ModelError, match="no config.json"):
+        ct2.ensure_ct2_model(tmp_path / "missing", "int8")
+    with pytest.raises(ModelError, match="unknown CTranslate2 quantization"):
+        ct2.ensure_ct2_model(tmp_path, "int3")
+
+
+def test_broken_converted_folder_gives_model_error_and_auto_falls_back(tiny_qwen, cache):
+    path = ct2.ensure_ct2_model(tiny_qwen, "int8")
+    (path / "model.bin").write_bytes(b"not a model")
+    with pytest.raises(ModelError, match="delete that folder"):
+        build_generator("causal", str(tiny_qwen), engine="ctranslate2", max_new_tokens=4)
+    generator = build_generator("causal", str(tiny_qwen), engine="auto", max_new_tokens=4)
+    assert generator.backend == "causal" and generator.engine == "transformers"
+
+
+def test_engine_choice(tiny_qwen, cache):
+    assert build_generator("causal", str(tiny_qwen), max_new_tokens=4).engine == "transformers"  # the default
+    assert build_generator("causal", str(tiny_qwen), engine="auto", max_new_tokens=4).engine == "ctranslate2"  # installed
+    assert build_generator("causal", str(tiny_qwen), engine="transformers", max_new_tokens=4).engine == "transformers"
+    assert build_generator("causal", str(tiny_qwen), engine="auto", dtype="float32", max_new_tokens=4).engine == "transformers"
+    with pytest.raises(ConfigError, match="unknown generation engine"):
+        build_generator("causal", str(tiny_qwen), engine="vllm")
+    with pytest.raises(ConfigError, match="bad option"):
+        build_generator("causal", str(tiny_qwen), engine="ctranslate2", dtype="float32")
+
+
+def test_streams_the_same_bounded_deterministic_text(tiny_qwen, cache):
+    generator = CTranslate2Generator(str(tiny_qwen), max_new_tokens=12)
+    docs = [passage(1, TEXT, "腾讯")]
+    answer = generator.generate("腾讯基金会计划出资多少？", docs)
+    assert isinstance(answer, str) and "<|im_end|>" not in answer  # random weights: any bytes, no stop token
+    shorter = CTranslate2Generator(str(tiny_qwen), max_new_tokens=3).generate("腾讯基金会计划出资多少？", docs)
+    assert len(shorter) < len(answer) and answer.startswith(shorter)  # greedy: the same first 3 tokens, then stop
+    assert generator.generate("腾讯基金会计划出资多少？", docs) == answer
+    assert "".join(generator.stream("腾讯基金会计划出资多少？", docs)).strip() == answer
+    pieces = CTranslate2Generator(str(tiny_qwen), max_new_tokens=200).stream("腾讯？", docs)
+    next(pieces, None)
+    pieces.close()  # must not hang: closing stops the decoding
+
+
+def test_answerer_falls_back_to_extractive_when_the_forced_engine_cannot_load(tiny_qwen, cache):
+    from rag.answering import Answerer
+    from rag.config import GenerationConfig
+
+    path = ct2.ensure_ct2_model(tiny_qwen, "int8")
+    (path / "model.bin").write_bytes(b"not a model")
+    answerer = Answerer(lambda question, top_k: [], GenerationConfig(model=str(tiny_qwen), engine="ctranslate2"))
+    assert answerer.generator().backend == "extractive"
+    assert "CTranslate2" in answerer.notice
+
+
+@pytest.mark.parametrize("engine", ["ctranslate2", "transformers"])
+def test_prompt_passages_limits_what_the_model_sees(tiny_qwen, cache, engine):
+    generator = build_generator("causal", str(tiny_qwen), engine=engine, max_new_tokens=2, prompt_passages=1)
+    user = generator.messages("腾讯？", [passage(1, "甲" * 40), passage(2, "乙" * 40)])[1]["content"]
+    assert "[1] " in user and "[2] " not in user
+
+
+# --- the real Qwen2.5-Coder-0.5B, converted from the provisioned folder ---------------------
+
+
+@pytest.fixture(scope="module")
+def qwen_ct2():
+    return build_generator("causal", None, engine="ctranslate2", max_new_tokens=48)
+
+
+@pytest.mark.slow
+def test_qwen_ct2_answers_a_dev_question_from_its_gold_passage(qwen_ct2):
+    with open(ROOT / "eval" / "dev_questions.jsonl", encoding="utf-8") as f:
+        item = json.loads(f.readline())  # q0001: 148家 foundations, a number in a long sentence
+    gold = passage(1, item["evidence"] + "。", "精神卫生")
+    other = passage(2, "北京今天晴，最高气温25度。明天有小雨。", "天气")
+    answer = qwen_ct2.generate(item["question"], [gold, other])
+    assert any(a.rstrip("家") in answer for a in item["answers"]), answer
+    assert "".join(qwen_ct2.stream(item["question"], [gold, other])).strip() == answer
+
+
+@pytest.mark.slow
+def test_qwen_ct2_refuses_when_passages_lack_the_answer(qwen_ct2):
+    docs = [passage(1, "北京今天晴，最高气温25度。明天有小雨。", "天气")]
+    assert qwen_ct2.generate("上海的人口是多少？", docs) == REFUSAL
+
