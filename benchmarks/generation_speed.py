@@ -168,6 +168,7 @@ def variants(cores: int) -> list[Variant]:
         Variant("hf-bf16 torch.compile", hf("bfloat16", compile_=True, threads=cores)),
         Variant(f"llama.cpp GGUF Q4_K_M {cores} threads", llama := llama_cpp(cores)),
         Variant("llama.cpp GGUF Q4_K_M prompt 800 chars", llama, max_prompt_chars=800),
+        Variant("llama.cpp GGUF Q4_K_M top 3 passages", llama, top_k=3),
         # llama.cpp's threads spin while they wait for each other: one thread can win on a busy machine.
         Variant("llama.cpp GGUF Q4_K_M 1 thread", llama1 := llama_cpp(1)),
         Variant("llama.cpp GGUF Q4_K_M 1 thread prompt 800 chars", llama1, max_prompt_chars=800),

@@ -68,7 +68,10 @@ class Answerer:
                         "max_new_tokens": self.config.max_new_tokens, "prompt_passages": self.config.prompt_passages or None}
                     if backend == "causal":
                         kwargs["engine"] = self.config.engine
-                    self._generators[key] = build_generator(backend, _resolve(model) if model else None, **kwargs)
+                    # llama.cpp reads the GGUF itself: no transformers folder to provision.
+                    if model and not (backend == "causal" and self.config.engine == "llamacpp"):
+                        model = _resolve(model)
+                    self._generators[key] = build_generator(backend, model or None, **kwargs)
                 except (ModelError, ConfigError) as e:
                     logger.error("generator %s unavailable, using the extractive backend: %s", backend, e)
                     self._notices[key] = f"生成模型无法加载，已改用抽取式回答：{e}"

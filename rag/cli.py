@@ -173,6 +173,11 @@ def models_provision(generator: bool) -> None:
     from rag.provision.e5 import ensure_e5_model
 
     click.echo(f"embedding model: {ensure_e5_model()}")
+    from rag.config import Config
+    from rag.embedding import Embedder
+
+    embedder = Embedder(Config().embedding)  # exports the fast CPU backend's model once, if "auto" picks one
+    click.echo(f"embedding backend: {embedder.backend}")
     if generator:
         from rag.provision.gguf import ensure_generator_model
 

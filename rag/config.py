@@ -60,9 +60,10 @@ class EmbeddingConfig:
     passage_prefix: str = "passage: "
     batch_size: int = 32
     device: str = "cpu"
-    # "auto": int8 ONNX Runtime where onnxruntime is installed (~3x faster, same dev
-    # hit@5), else sentence-transformers; or force "sentence-transformers",
-    # or "onnx-int8". See rag/embedding.py, benchmarks/embedding_speed.py.
+    # "auto": on the CPU "openvino-int8" where OpenVINO is installed (3.5x the float32
+    # throughput here, same dev hit@5), else "onnx-int8" where ONNX Runtime is, else
+    # "sentence-transformers"; or force one of those. See rag/embedding.py,
+    # benchmarks/embedding_speed.py.
     backend: str = "auto"
     threads: int = 0  # 0: the backend's default (all cores this process may use)
 
@@ -93,8 +94,11 @@ class GenerationConfig:
     # Encoder-decoder checkpoint (T5/mT5/mT0/BART) for the "seq2seq" backend; none ships offline.
     seq2seq_model: str = ""
     # How the "causal" backend runs its model: "transformers", "ctranslate2" (int8,
-    # ~3x faster on CPU but 0.049 lower dev answer accuracy end to end), or "auto"
-    # (CTranslate2 when the ctranslate2 package is installed). See rag/generation_fast.py.
+    # ~3x faster on CPU but 0.049 lower dev answer accuracy end to end), "llamacpp"
+    # (llama-cpp-python on the model's GGUF: a .gguf path, or the 4-bit GGUF a known
+    # model is provisioned from), or "auto" (llama.cpp when llama_cpp is installed and
+    # the model is a GGUF one, else CTranslate2 when installed, else transformers).
+    # See rag/generation_fast.py.
     engine: str = "transformers"
     # Top-ranked passages put in the prompt (0: all retrieved).
     prompt_passages: int = 0

@@ -345,8 +345,8 @@ class ExtractiveGenerator(Generator):
 def build_generator(backend: str, model: str | None = None, **kwargs: Any) -> Generator:
     """Build the generator named by ``backend`` ("causal", "seq2seq" or "extractive").
 
-    The causal backend also takes ``engine``: "transformers" (default), "ctranslate2"
-    or "auto" (CTranslate2 when installed).
+    The causal backend also takes ``engine``: "transformers" (default), "ctranslate2",
+    "llamacpp" or "auto" (llama.cpp for a GGUF model, else CTranslate2, when installed).
 
     Example:
         >>> build_generator("causal", None, max_new_tokens=64)  # doctest: +SKIP
@@ -369,35 +369,70 @@ def build_generator(backend: str, model: str | None = None, **kwargs: Any) -> Ge
         raise ConfigError(f"bad option for the {backend} generation backend: {e}") from e
 
 
-ENGINES = ("auto", "ctranslate2", "transformers")
+ENGINES = ("auto", "ctranslate2", "llamacpp", "transformers")
 
 
 def _build_causal(model: str, engine: str = "transformers", **kwargs: Any) -> Generator:
-    """The causal model on CTranslate2 int8 or transformers; "auto" takes CTranslate2 when installed.
+    """The causal model on transformers, CTranslate2 int8 or llama.cpp (rag/generation_fast.py).
 
-    Both run the same prompt with greedy decoding; CTranslate2 int8 answers about
-    three times faster on CPU (benchmarks/results/generation_speed_v2.json). In
-    "auto", a model CTranslate2 cannot convert or load runs on transformers.
+    All run the same prompt with greedy decoding; CTranslate2 int8 answers about
+    three times faster than transformers on CPU (benchmarks/results/generation_speed_v2.json).
+    "auto" tries llama.cpp for a GGUF model (a .gguf file or a model provisioned
+    from one, such as the default) when ``llama_cpp`` is installed, then
+    CTranslate2 when installed, then transformers; an engine that cannot load
+    the model logs a warning and passes it on.
     """
+    from rag.generation_fast import is_gguf_path
+
     if engine not in ENGINES:
         raise ConfigError(f"unknown generation engine {engine!r}; choose one of: {', '.join(ENGINES)}")
+    if is_gguf_path(model) and engine in ("ctranslate2", "transformers"):
+        raise ModelError(f'{model} is a GGUF file, which only llama.cpp runs; set generation.engine = "llamacpp" or "auto"')
     if engine == "auto":
-        # dtype is a transformers option: asking for one asks for transformers.
-        if "dtype" in kwargs or importlib.util.find_spec("ctranslate2") is None:
-            return CausalGenerator(model, **kwargs)
-        try:
-            return _ctranslate2_generator(model, **kwargs)
-        except ModelError as e:
-            logger.warning("CTranslate2 cannot run %s, using transformers: %s", model, e)
-    elif engine == "ctranslate2":
+        return _auto_causal(model, **kwargs)
+    if engine == "ctranslate2":
         return _ctranslate2_generator(model, **kwargs)
+    if engine == "llamacpp":
+        return _llamacpp_generator(model, **kwargs)
     return CausalGenerator(model, **kwargs)
+
+
+def _auto_causal(model: str, **kwargs: Any) -> Generator:
+    from rag.generation_fast import is_gguf_path
+    from rag.provision.gguf import gguf_model_for
+
+    if is_gguf_path(model):
+        return _llamacpp_generator(model, **kwargs)  # no other engine reads a GGUF file
+    # dtype is a transformers option and compute_type a CTranslate2 one: asking for one asks for that engine.
+    if "dtype" in kwargs:
+        return CausalGenerator(model, **kwargs)
+    engines: list[tuple[str, Any]] = []
+    if "compute_type" not in kwargs and _installed("llama_cpp") and gguf_model_for(model) is not None:
+        engines.append(("llama.cpp", _llamacpp_generator))
+    if _installed("ctranslate2"):
+        engines.append(("CTranslate2", _ctranslate2_generator))
+    for name, build in engines:
+        try:
+            return build(model, **kwargs)
+        except ModelError as e:
+            logger.warning("%s cannot run %s, trying the next engine: %s", name, model, e)
+    return CausalGenerator(model, **kwargs)
+
+
+def _installed(module: str) -> bool:
+    return importlib.util.find_spec(module) is not None
 
 
 def _ctranslate2_generator(model: str, **kwargs: Any) -> Generator:
     from rag.generation_fast import CTranslate2Generator
 
     return CTranslate2Generator(model, **kwargs)
+
+
+def _llamacpp_generator(model: str, **kwargs: Any) -> Generator:
+    from rag.generation_fast import LlamaCppGenerator
+
+    return LlamaCppGenerator(model, **kwargs)
 
 
 def _cite(sentence: str, number: int) -> str:

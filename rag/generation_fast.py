@@ -1,4 +1,4 @@
-"""The causal chat model on CTranslate2: same prompt, greedy decoding, int8 weights.
+"""The causal chat model on faster CPU engines: same prompt, greedy decoding.
 
 ``CTranslate2Generator`` runs the "causal" backend when ``generation.engine``
 is "ctranslate2" (or "auto" with the ``ctranslate2`` package installed). The
@@ -8,12 +8,19 @@ float32 (benchmarks/results/generation_speed_v2.json): raw answers 2.9x faster
 with 5 passages in the prompt (accuracy 0.753 vs 0.790) and 3.6x with 3 (0.790).
 End to end (rag eval, dev set) int8 answers 0.852 vs 0.901 for transformers
 bfloat16, so it is not the default.
+
+``LlamaCppGenerator`` runs the same backend on llama.cpp (``llama-cpp-python``)
+when ``generation.engine`` is "llamacpp", or "auto" with ``llama_cpp``
+installed and a model that is a GGUF file or provisioned from one (the default
+model is: its Q4_K_M GGUF, rag/provision/gguf.py). It runs that GGUF as is, so
+its weights are the 4-bit ones the transformers folder was dequantised from.
 """
 from __future__ import annotations
 
 import json
 import logging
 import os
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -27,7 +34,39 @@ logger = logging.getLogger(__name__)
 _STOP_TOKENS = ("<|im_end|>", "<|endoftext|>", "<|eot_id|>")
 
 
-class CTranslate2Generator(Generator):
+class _FittedPromptGenerator(Generator):
+    """Fits the passages into the model's input limit, counting tokens with ``_encode``."""
+
+    max_input_tokens: int
+
+    def messages(self, question: str, passages: Any) -> Messages:
+        # Shrink the passage budget until the prompt fits the model's context.
+        budget = self.max_prompt_chars
+        passages = passages[: self.prompt_passages]
+        while True:
+            messages = build_messages(question, passages, budget)
+            n_tokens = len(self._encode(messages))
+            if n_tokens <= self.max_input_tokens or budget == 0:
+                return messages
+            budget = max(0, int(budget * self.max_input_tokens / n_tokens) - _MIN_PASSAGE_CHARS)
+
+    def complete(self, messages: Messages) -> str:
+        return "".join(self.stream_complete(messages)).strip()
+
+    def _checked_ids(self, messages: Messages) -> list[int]:
+        ids = self._encode(messages)
+        if len(ids) > self.max_input_tokens:
+            raise QuestionError(
+                f"the prompt has {len(ids)} tokens but the model takes {self.max_input_tokens}; "
+                "shorten the question or the passages"
+            )
+        return ids
+
+    def _encode(self, messages: Messages) -> list[int]:
+        raise NotImplementedError
+
+
+class CTranslate2Generator(_FittedPromptGenerator):
     """A decoder-only chat model run by CTranslate2, prompted through its chat template.
 
     Args:
@@ -87,27 +126,8 @@ class CTranslate2Generator(Generator):
         self.max_input_tokens = max_input_tokens or context - max_new_tokens
         logger.info("loaded CTranslate2 %s model %s (input limit %d tokens)", compute_type, path, self.max_input_tokens)
 
-    def messages(self, question: str, passages: Any) -> Messages:
-        # Shrink the passage budget until the prompt fits the model's context.
-        budget = self.max_prompt_chars
-        passages = passages[: self.prompt_passages]
-        while True:
-            messages = build_messages(question, passages, budget)
-            n_tokens = len(self._encode(messages))
-            if n_tokens <= self.max_input_tokens or budget == 0:
-                return messages
-            budget = max(0, int(budget * self.max_input_tokens / n_tokens) - _MIN_PASSAGE_CHARS)
-
-    def complete(self, messages: Messages) -> str:
-        return "".join(self.stream_complete(messages)).strip()
-
     def stream_complete(self, messages: Messages) -> Iterator[str]:
-        ids = self._encode(messages)
-        if len(ids) > self.max_input_tokens:
-            raise QuestionError(
-                f"the prompt has {len(ids)} tokens but the model takes {self.max_input_tokens}; "
-                "shorten the question or the passages"
-            )
+        ids = self._checked_ids(messages)
         steps = self.model.generate_tokens(
             self.tokenizer.convert_ids_to_tokens(ids), max_length=self.max_new_tokens, sampling_topk=1, end_token=self._stops
         )
@@ -139,6 +159,124 @@ class CTranslate2Generator(Generator):
         return list(ids["input_ids"] if hasattr(ids, "keys") else ids)
 
 
+class LlamaCppGenerator(_FittedPromptGenerator):
+    """A GGUF chat model run by llama.cpp, prompted through the chat template stored in the GGUF.
+
+    Args:
+        model: A ``.gguf`` file, or a known model provisioned from one (its
+            Hugging Face id, registry name or converted folder): then its GGUF
+            is kept, verified, in the cache (``rag.provision.gguf.ensure_gguf``).
+        max_new_tokens: Most tokens in one reply.
+        max_input_tokens: Most prompt tokens; default: the context (4096) less ``max_new_tokens``.
+        threads: Compute threads for prompt and decoding; default: the cores this process may use.
+
+    One llama.cpp context holds one conversation, so generations take turns
+    (a lock); each starts from an empty cache so the same input gives the same answer.
+    """
+
+    backend = "causal"
+    engine = "llamacpp"
+
+    def __init__(
+        self,
+        model: str = DEFAULT_GENERATOR_MODEL,
+        *,
+        max_new_tokens: int = 96,
+        max_prompt_chars: int = DEFAULT_MAX_PROMPT_CHARS,
+        max_input_tokens: int | None = None,
+        threads: int | None = None,
+        prompt_passages: int | None = None,
+    ) -> None:
+        super().__init__(max_prompt_chars, prompt_passages)
+        self.model_name = model
+        self.max_new_tokens = max_new_tokens
+        try:
+            from llama_cpp import Llama
+            from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+        except ImportError as e:
+            raise ModelError(
+                'the llamacpp engine needs llama-cpp-python: pip install -e ".[llamacpp]" (builds llama.cpp, '
+                'needs a C compiler and cmake), or set generation.engine = "transformers"'
+            ) from e
+        path = gguf_file(model)  # after the import: a known model's GGUF may be downloaded
+        n_threads = threads or _cores()
+        n_ctx = max_input_tokens + max_new_tokens if max_input_tokens else _LLAMA_CONTEXT
+        try:
+            self.model = Llama(
+                model_path=str(path), n_ctx=n_ctx, n_threads=n_threads, n_threads_batch=n_threads,
+                n_batch=512, seed=0, verbose=False,
+            )
+        # Broad on purpose: llama-cpp-python reports a bad file as ValueError, others as RuntimeError or OSError.
+        except Exception as e:
+            raise ModelError(
+                f"llama.cpp cannot load {path}: {str(e).rstrip('.')}; check that it is a complete GGUF file "
+                "(delete a cached one to assemble it again), or set generation.engine = \"transformers\""
+            ) from e
+        template = self.model.metadata.get("tokenizer.chat_template")
+        if not template:
+            raise ModelError(f"{path} carries no chat template; use an instruct model's GGUF")
+        special = [self.model.token_eos(), self.model.token_bos()]
+        eos, bos = (self.model.detokenize([t], special=True).decode("utf-8", "replace") if t >= 0 else "" for t in special)
+        self._format = Jinja2ChatFormatter(template=template, eos_token=eos, bos_token=bos)
+        self._lock = threading.Lock()
+        self.max_input_tokens = max_input_tokens or self.model.n_ctx() - max_new_tokens
+        logger.info("loaded llama.cpp model %s (%d threads, input limit %d tokens)", path, n_threads, self.max_input_tokens)
+
+    def stream_complete(self, messages: Messages) -> Iterator[str]:
+        ids = self._checked_ids(messages)
+        with self._lock:
+            # Forget the previous prompt: a reused prefix is evaluated in other batch
+            # shapes, which can change a greedy answer by rounding.
+            self.model.reset()
+            parts = self.model.create_completion(
+                ids, max_tokens=self.max_new_tokens, temperature=0.0, top_k=1, repeat_penalty=1.0, stream=True
+            )
+            started = False
+            try:
+                for part in parts:
+                    piece = part["choices"][0]["text"]
+                    if not started:
+                        piece = piece.lstrip()
+                        started = bool(piece)
+                    if piece:
+                        yield piece
+            except (RuntimeError, ValueError) as e:
+                raise ModelError(f"llama.cpp generation failed: {e}") from e
+            finally:
+                parts.close()  # a consumer that stops early also stops the decoding
+
+    def _encode(self, messages: Messages) -> list[int]:
+        # As llama-cpp-python's own chat handler: the template writes any BOS itself.
+        prompt = self._format(messages=messages).prompt
+        return self.model.tokenize(prompt.encode("utf-8"), add_bos=False, special=True)
+
+
+_LLAMA_CONTEXT = 4096  # the prompt holds at most ~2,000 characters; a longer context only costs memory
+
+
+def gguf_file(model: str) -> Path:
+    """The GGUF file llama.cpp runs for ``model``: a ``.gguf`` path, or a known model's cached GGUF."""
+    from rag.provision.gguf import KNOWN_MODELS, ensure_gguf, gguf_model_for
+
+    if is_gguf_path(model):
+        path = Path(model).expanduser()
+        if not path.is_file():
+            raise ModelError(f"no GGUF file at {path}; set generation.model to an existing .gguf file")
+        return path
+    spec = gguf_model_for(model)
+    if spec is None:
+        raise ModelError(
+            f"llama.cpp runs GGUF files, and {model!r} is neither a .gguf file nor a model provisioned from one "
+            f"({', '.join(sorted(KNOWN_MODELS))}); set generation.model to a .gguf file "
+            'or set generation.engine = "transformers"'
+        )
+    return ensure_gguf(spec.name)
+
+
+def is_gguf_path(model: str) -> bool:
+    return model.lower().endswith(".gguf")
+
+
 def _local_folder(model: str) -> str:
     """A folder for ``model``: itself, or its snapshot in the Hugging Face cache."""
     if os.path.isdir(model):
@@ -160,5 +298,5 @@ def _context_tokens(path: Path) -> int:
 
 
 def _cores() -> int:
-    # CTranslate2 defaults to 4 threads; on a 2-core container that oversubscribes.
+    # CTranslate2 defaults to 4 threads, llama.cpp to half the host's cores; a container may grant fewer.
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)

