@@ -151,6 +151,16 @@ def ort_genai(precision: str = "int4"):
     return make
 
 
+def llama_engine():
+    """The shipped llama.cpp engine (rag/generation_fast.py)."""
+    def make():
+        from rag.generation_fast import LlamaCppGenerator
+
+        return LlamaCppGenerator(DEFAULT_GENERATOR_MODEL, max_new_tokens=MAX_NEW_TOKENS).stream_complete
+
+    return make
+
+
 def variants(cores: int) -> list[Variant]:
     return [
         Variant("hf-fp32 (baseline)", hf("float32", threads=cores)),
@@ -169,6 +179,7 @@ def variants(cores: int) -> list[Variant]:
         Variant(f"llama.cpp GGUF Q4_K_M {cores} threads", llama := llama_cpp(cores)),
         Variant("llama.cpp GGUF Q4_K_M prompt 800 chars", llama, max_prompt_chars=800),
         Variant("llama.cpp GGUF Q4_K_M top 3 passages", llama, top_k=3),
+        Variant('engine="llamacpp" (Q8_0 copy, flash attention)', llama_engine()),
         # llama.cpp's threads spin while they wait for each other: one thread can win on a busy machine.
         Variant("llama.cpp GGUF Q4_K_M 1 thread", llama1 := llama_cpp(1)),
         Variant("llama.cpp GGUF Q4_K_M 1 thread prompt 800 chars", llama1, max_prompt_chars=800),

@@ -182,6 +182,14 @@ def models_provision(generator: bool) -> None:
         from rag.provision.gguf import ensure_generator_model
 
         click.echo(f"generator model: {ensure_generator_model()}")
+        import importlib.util
+
+        from rag.config import DEFAULT_GENERATOR_MODEL
+
+        if importlib.util.find_spec("llama_cpp") is not None:  # the llama.cpp engine ("auto" picks it): its Q8_0 GGUF
+            from rag.generation_fast import gguf_file, q8_copy
+
+            click.echo(f"generator GGUF for llama.cpp: {q8_copy(gguf_file(DEFAULT_GENERATOR_MODEL))}")
 
 
 from rag.cli_eval import eval_group  # noqa: E402

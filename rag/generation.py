@@ -346,7 +346,7 @@ def build_generator(backend: str, model: str | None = None, **kwargs: Any) -> Ge
     """Build the generator named by ``backend`` ("causal", "seq2seq" or "extractive").
 
     The causal backend also takes ``engine``: "transformers" (default), "ctranslate2",
-    "llamacpp" or "auto" (llama.cpp for a GGUF model, else CTranslate2, when installed).
+    "llamacpp" or "auto" (llama.cpp for a GGUF model when installed, else transformers).
 
     Example:
         >>> build_generator("causal", None, max_new_tokens=64)  # doctest: +SKIP
@@ -375,12 +375,16 @@ ENGINES = ("auto", "ctranslate2", "llamacpp", "transformers")
 def _build_causal(model: str, engine: str = "transformers", **kwargs: Any) -> Generator:
     """The causal model on transformers, CTranslate2 int8 or llama.cpp (rag/generation_fast.py).
 
-    All run the same prompt with greedy decoding; CTranslate2 int8 answers about
-    three times faster than transformers on CPU (benchmarks/results/generation_speed_v2.json).
-    "auto" tries llama.cpp for a GGUF model (a .gguf file or a model provisioned
-    from one, such as the default) when ``llama_cpp`` is installed, then
-    CTranslate2 when installed, then transformers; an engine that cannot load
-    the model logs a warning and passes it on.
+    All run the same prompt with greedy decoding. On the 2-core CPU, against
+    transformers float32 (benchmarks/results/generation_speed_v4.json,
+    generation_speed_v2.json): llama.cpp on a Q8_0 copy of the provisioned GGUF
+    answers 2.1x faster (end to end on the dev set: accuracy 0.877 and 6/7
+    refusals against 0.901 and 7/7, so it is not the default); CTranslate2 int8
+    about 3x faster but 0.852 accuracy, so "auto" never picks it. "auto" tries llama.cpp for a GGUF model (a .gguf file or a
+    model provisioned from one, such as the default) when ``llama_cpp`` is
+    installed, else transformers (bf16 where the CPU computes it natively);
+    CTranslate2 only when asked for by ``compute_type``. An engine that cannot
+    load the model logs a warning and passes it on.
     """
     from rag.generation_fast import is_gguf_path
 
@@ -409,7 +413,7 @@ def _auto_causal(model: str, **kwargs: Any) -> Generator:
     engines: list[tuple[str, Any]] = []
     if "compute_type" not in kwargs and _installed("llama_cpp") and gguf_model_for(model) is not None:
         engines.append(("llama.cpp", _llamacpp_generator))
-    if _installed("ctranslate2"):
+    if "compute_type" in kwargs and _installed("ctranslate2"):
         engines.append(("CTranslate2", _ctranslate2_generator))
     for name, build in engines:
         try:

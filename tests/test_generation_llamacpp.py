@@ -66,10 +66,10 @@ def test_auto_prefers_llamacpp_for_gguf_models_only(fake_engines, tmp_path, monk
     (folder / gguf.PROVENANCE_FILE).write_text(json.dumps({"name": SPEC.name, "gguf_sha256": SPEC.sha256}), encoding="utf-8")
     for model in (SPEC.hf_id, SPEC.name, str(folder), str(tmp_path / "user.gguf")):
         assert build_generator("causal", model, engine="auto").engine == "llamacpp", model
-    assert build_generator("causal", str(tmp_path), engine="auto").engine == "ctranslate2"  # a plain folder: no GGUF
+    assert build_generator("causal", str(tmp_path), engine="auto").engine == "transformers"  # a plain folder: no GGUF
     assert build_generator("causal", SPEC.hf_id, engine="auto", dtype="float32").engine == "transformers"
     assert build_generator("causal", SPEC.hf_id, engine="auto", compute_type="int8").engine == "ctranslate2"
-    assert build_generator("causal", SPEC.hf_id).engine == "transformers"  # the default engine is unchanged
+    assert build_generator("causal", SPEC.hf_id).engine == "transformers"  # build_generator's own default
     assert build_generator("causal", SPEC.hf_id, engine="llamacpp").engine == "llamacpp"
 
 
@@ -78,8 +78,8 @@ def test_auto_falls_back_with_a_warning(fake_engines, tmp_path, monkeypatch, cap
     folder = tmp_path / "fail"
     folder.mkdir()
     (folder / gguf.PROVENANCE_FILE).write_text(json.dumps({"name": SPEC.name, "gguf_sha256": SPEC.sha256}), encoding="utf-8")
-    assert build_generator("causal", str(folder), engine="auto").engine == "ctranslate2"
-    assert fake_engines == ["llamacpp", "ctranslate2"]
+    assert build_generator("causal", str(folder), engine="auto").engine == "transformers"  # never CTranslate2 unasked
+    assert fake_engines == ["llamacpp", "transformers"]
     assert "llama.cpp cannot run" in caplog.text
     monkeypatch.setattr(generation, "_installed", lambda module: module == "llama_cpp")
     assert build_generator("causal", str(folder), engine="auto").engine == "transformers"
@@ -198,3 +198,16 @@ def test_qwen_llamacpp_stops_when_the_stream_is_closed_and_limits_tokens(qwen_ll
     assert "[2] " in user
     limited = LlamaCppGenerator(prompt_passages=1, max_new_tokens=2)
     assert "[2] " not in limited.messages("天气？", [passage(1, "甲" * 40), passage(2, "乙" * 40)])[1]["content"]
+
+
+@pytest.mark.slow
+def test_q8_copy_is_made_once_beside_the_gguf(tmp_path):
+    from rag.generation_fast import q8_copy
+
+    source = tmp_path / "model.gguf"
+    source.symlink_to(gguf.ensure_gguf(SPEC.name))
+    copy = q8_copy(source)
+    assert copy.parent == tmp_path and copy.read_bytes()[:4] == b"GGUF"
+    assert copy.stat().st_size > source.stat().st_size  # 8-bit blocks outweigh the 4/5-bit ones
+    made = copy.stat().st_mtime_ns
+    assert q8_copy(source) == copy and copy.stat().st_mtime_ns == made  # reused, not redone
