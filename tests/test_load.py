@@ -37,8 +37,8 @@ def test_check_answer_catches_foreign_answers() -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not (INDEX / "manifest.json").exists(), reason="needs the built default index (rag index build)")
-def test_concurrent_sessions_are_served_without_errors_or_leaks() -> None:
+def test_concurrent_sessions_are_served_without_errors_or_leaks(default_rag) -> None:
+    assert (INDEX / "manifest.json").exists()  # default_rag builds it on a fresh clone
     report = _load_test_module().load_test(INDEX, sessions=8, questions=3, backend="extractive", warmup_rounds=1)
     assert report["errors"] == 0, report["error_samples"]
     assert report["served"] == report["requests"] == 24
