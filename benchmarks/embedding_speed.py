@@ -212,36 +212,16 @@ def openvino_variant(threads: int, precision: str, int8: bool = False) -> Callab
 def _weight_int8_onnx() -> Path:
     """The float32 export with every MatMul weight stored as int8 (per output column) behind a DequantizeLinear.
 
-    OpenVINO reads this as int8-compressed weights and, on CPU, quantises the
-    activations at run time (``DYNAMIC_QUANTIZATION_GROUP_SIZE``): int8 matmuls
-    without a calibration set.
+    The same rewrite as the shipped backend (``rag.embedding._int8_weights``);
+    this row runs it with OpenVINO's default activation group size.
     """
-    import onnx
-    from onnx import helper, numpy_helper
+    from rag.embedding import _int8_weights
 
     out = cache_dir() / "bench" / "e5-onnx" / "model-weight-int8.onnx"
     if out.exists():
         return out
-    model = onnx.load(str(_export_onnx(False)))
-    graph = model.graph
-    inits = {i.name: i for i in graph.initializer}
-    nodes = []
-    for node in graph.node:
-        w = numpy_helper.to_array(inits[node.input[1]]) if node.op_type == "MatMul" and node.input[1] in inits else None
-        if w is not None and w.ndim == 2:
-            name = node.input[1]
-            scale = np.where(np.abs(w).max(0) > 0, np.abs(w).max(0) / 127.0, 1.0).astype(np.float32)
-            graph.initializer.remove(inits[name])
-            graph.initializer.extend([numpy_helper.from_array(np.clip(np.round(w / scale), -127, 127).astype(np.int8), name + "_q"),
-                                      numpy_helper.from_array(scale, name + "_s"),
-                                      numpy_helper.from_array(np.zeros(w.shape[1], np.int8), name + "_z")])
-            nodes.append(helper.make_node("DequantizeLinear", [name + "_q", name + "_s", name + "_z"], [name + "_dq"], axis=1))
-            node.input[1] = name + "_dq"
-        nodes.append(node)
-    del graph.node[:]
-    graph.node.extend(nodes)
     with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
-        onnx.save(model, str(Path(tmp) / out.name))
+        _int8_weights(_export_onnx(False), Path(tmp) / out.name)
         (Path(tmp) / out.name).replace(out)
     return out
 
