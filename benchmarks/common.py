@@ -17,12 +17,14 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from rag.config import available_cores
+
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def machine() -> dict[str, Any]:
     """What the numbers were measured on."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    cores = available_cores()
     info: dict[str, Any] = {"python": platform.python_version(), "cores": cores, "load_avg_1m": round(os.getloadavg()[0], 2)}
     try:
         for line in open("/proc/cpuinfo", encoding="utf-8"):

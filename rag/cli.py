@@ -12,7 +12,6 @@ import json
 import logging
 import sys
 import time
-from pathlib import Path
 
 import click
 

@@ -18,6 +18,11 @@ DEFAULT_EMBEDDING_MODEL = "intfloat/multilingual-e5-small"
 DEFAULT_GENERATOR_MODEL = "Qwen/Qwen2.5-Coder-0.5B-Instruct"
 
 
+def available_cores() -> int:
+    """CPU cores this process may use (a container or taskset may grant fewer than the host has)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
 def cache_dir() -> Path:
     """Where provisioned models live: ``$WENYUAN_CACHE`` or ``~/.cache/wenyuan``."""
     env = os.environ.get("WENYUAN_CACHE")

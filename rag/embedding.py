@@ -34,7 +34,7 @@ from typing import Sequence
 
 import numpy as np
 
-from rag.config import DEFAULT_EMBEDDING_MODEL, EmbeddingConfig
+from rag.config import DEFAULT_EMBEDDING_MODEL, EmbeddingConfig, available_cores
 from rag.errors import ConfigError, ModelError
 
 logger = logging.getLogger(__name__)
@@ -164,7 +164,7 @@ class OnnxEncoder:
         except ImportError as e:
             raise ModelError(f"the {backend} embedding backend needs {package}: pip install {package} onnx ({e})") from e
         onnx_path = ensure_onnx_int8(Path(model_path), backend)
-        threads = threads or _available_cores()
+        threads = threads or available_cores()
         if backend == "openvino-int8":
             compiled = runtime.Core().compile_model(str(onnx_path), "CPU", {
                 "INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY", "DYNAMIC_QUANTIZATION_GROUP_SIZE": OPENVINO_QUANT_GROUP})
@@ -193,10 +193,6 @@ class OnnxEncoder:
             feed = {"input_ids": enc["input_ids"].astype(np.int64), "attention_mask": enc["attention_mask"].astype(np.int64)}
             out[rows] = self._run(feed)
         return out
-
-
-def _available_cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 def ensure_onnx_int8(model_path: Path, backend: str = "onnx-int8") -> Path:

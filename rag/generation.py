@@ -16,14 +16,13 @@ from __future__ import annotations
 import copy
 import importlib.util
 import logging
-import os
 import re
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
-from rag.config import DEFAULT_GENERATOR_MODEL
+from rag.config import DEFAULT_GENERATOR_MODEL, available_cores
 from rag.errors import ConfigError, ModelError, QuestionError
 from rag.records import Passage
 from rag.textsim import bigrams, question_core
@@ -65,6 +64,36 @@ def build_messages(question: str, passages: Sequence[Passage], max_chars: int = 
     """Chat messages asking ``question`` about ``passages`` (truncated to ``max_chars``)."""
     user = USER_TEMPLATE.format(passages=format_passages(passages, max_chars), question=question.strip())
     return [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": user}]
+
+
+def fit_messages(question: str, passages: Sequence[Passage], max_chars: int, max_tokens: int,
+                 count_tokens: Callable[[Messages], int]) -> Messages:
+    """The prompt with the passage budget shrunk until ``count_tokens`` says it fits ``max_tokens``."""
+    budget = max_chars
+    while True:
+        messages = build_messages(question, passages, budget)
+        n_tokens = count_tokens(messages)
+        if n_tokens <= max_tokens or budget == 0:
+            return messages
+        budget = max(0, int(budget * max_tokens / n_tokens) - _MIN_PASSAGE_CHARS)
+
+
+def check_prompt_tokens(n_tokens: int, max_tokens: int) -> None:
+    if n_tokens > max_tokens:
+        raise QuestionError(
+            f"the prompt has {n_tokens} tokens but the model takes {max_tokens}; shorten the question or the passages"
+        )
+
+
+def lstrip_first(pieces: Iterable[str]) -> Iterator[str]:
+    """Streamed text pieces without the reply's leading whitespace (and without empty pieces)."""
+    started = False
+    for piece in pieces:
+        if not started:
+            piece = piece.lstrip()
+            started = bool(piece)
+        if piece:
+            yield piece
 
 
 def flatten_messages(messages: Messages) -> str:
@@ -148,15 +177,8 @@ class _TransformersGenerator(Generator):
     def _context_tokens(self) -> int: ...
 
     def messages(self, question: str, passages: Sequence[Passage]) -> Messages:
-        # Shrink the passage budget until the prompt fits the model's context.
-        budget = self.max_prompt_chars
-        passages = passages[: self.prompt_passages]
-        while True:
-            messages = build_messages(question, passages, budget)
-            n_tokens = self._encode(messages)["input_ids"].shape[1]
-            if n_tokens <= self.max_input_tokens or budget == 0:
-                return messages
-            budget = max(0, int(budget * self.max_input_tokens / n_tokens) - _MIN_PASSAGE_CHARS)
+        return fit_messages(question, passages[: self.prompt_passages], self.max_prompt_chars, self.max_input_tokens,
+                            lambda messages: self._encode(messages)["input_ids"].shape[1])
 
     def complete(self, messages: Messages) -> str:
         inputs = self._checked_inputs(messages)
@@ -187,14 +209,8 @@ class _TransformersGenerator(Generator):
 
         thread = threading.Thread(target=work, name="wenyuan-generate", daemon=True)
         thread.start()
-        started = False
         try:
-            for piece in streamer:
-                if not started:
-                    piece = piece.lstrip()
-                    started = bool(piece)
-                if piece:
-                    yield piece
+            yield from lstrip_first(streamer)
         finally:
             cancel.set()  # a consumer that stops early also stops the decoding
             thread.join()
@@ -203,11 +219,7 @@ class _TransformersGenerator(Generator):
 
     def _checked_inputs(self, messages: Messages) -> dict[str, Any]:
         inputs = self._encode(messages)
-        if inputs["input_ids"].shape[1] > self.max_input_tokens:
-            raise QuestionError(
-                f"the prompt has {inputs['input_ids'].shape[1]} tokens but the model takes "
-                f"{self.max_input_tokens}; shorten the question or the passages"
-            )
+        check_prompt_tokens(inputs["input_ids"].shape[1], self.max_input_tokens)
         return inputs
 
     def _run(self, inputs: dict[str, Any], **kwargs: Any) -> Any:
@@ -450,8 +462,7 @@ def _configure_threads(threads: int | None) -> None:
     if threads is None:
         # torch counts the host's cores; a container or taskset may grant fewer,
         # and oversubscribed threads make small-CPU decoding several times slower.
-        available = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-        threads = max(1, min(torch.get_num_threads(), available))
+        threads = max(1, min(torch.get_num_threads(), available_cores()))
     if torch.get_num_threads() != threads:
         torch.set_num_threads(threads)
         logger.info("torch uses %d threads", threads)

@@ -1,7 +1,7 @@
 """The causal chat model on faster CPU engines: same prompt, greedy decoding.
 
 ``CTranslate2Generator`` runs the "causal" backend when ``generation.engine``
-is "ctranslate2" (or "auto" with the ``ctranslate2`` package installed). The
+is "ctranslate2" (or "auto" given a ``compute_type``). The
 transformers folder is converted once into the cache (rag/provision/ct2.py).
 Measured on the 81 answerable dev questions, in one run against transformers
 float32 (benchmarks/results/generation_speed_v2.json): raw answers 2.9x faster
@@ -12,8 +12,11 @@ bfloat16, so it is not the default.
 ``LlamaCppGenerator`` runs the same backend on llama.cpp (``llama-cpp-python``)
 when ``generation.engine`` is "llamacpp", or "auto" with ``llama_cpp``
 installed and a model that is a GGUF file or provisioned from one (the default
-model is: its Q4_K_M GGUF, rag/provision/gguf.py). It runs that GGUF as is, so
-its weights are the 4-bit ones the transformers folder was dequantised from.
+model is: its Q4_K_M GGUF, rag/provision/gguf.py). A provisioned model runs
+from a Q8_0 copy of that GGUF (``q8_copy``), which holds the same 4/5-bit
+weights the transformers folder was dequantised from; a user's .gguf file runs
+as given. 2.1x transformers float32 at the same end-to-end dev accuracy (0.877),
+but 6/7 refusals against 7/7, so it is not the default.
 """
 from __future__ import annotations
 
@@ -25,9 +28,16 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from rag.config import DEFAULT_GENERATOR_MODEL
-from rag.errors import ModelError, QuestionError
-from rag.generation import _MIN_PASSAGE_CHARS, DEFAULT_MAX_PROMPT_CHARS, Generator, Messages, build_messages
+from rag.config import DEFAULT_GENERATOR_MODEL, available_cores
+from rag.errors import ModelError
+from rag.generation import (
+    DEFAULT_MAX_PROMPT_CHARS,
+    Generator,
+    Messages,
+    check_prompt_tokens,
+    fit_messages,
+    lstrip_first,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -40,26 +50,15 @@ class _FittedPromptGenerator(Generator):
     max_input_tokens: int
 
     def messages(self, question: str, passages: Any) -> Messages:
-        # Shrink the passage budget until the prompt fits the model's context.
-        budget = self.max_prompt_chars
-        passages = passages[: self.prompt_passages]
-        while True:
-            messages = build_messages(question, passages, budget)
-            n_tokens = len(self._encode(messages))
-            if n_tokens <= self.max_input_tokens or budget == 0:
-                return messages
-            budget = max(0, int(budget * self.max_input_tokens / n_tokens) - _MIN_PASSAGE_CHARS)
+        return fit_messages(question, passages[: self.prompt_passages], self.max_prompt_chars, self.max_input_tokens,
+                            lambda messages: len(self._encode(messages)))
 
     def complete(self, messages: Messages) -> str:
         return "".join(self.stream_complete(messages)).strip()
 
     def _checked_ids(self, messages: Messages) -> list[int]:
         ids = self._encode(messages)
-        if len(ids) > self.max_input_tokens:
-            raise QuestionError(
-                f"the prompt has {len(ids)} tokens but the model takes {self.max_input_tokens}; "
-                "shorten the question or the passages"
-            )
+        check_prompt_tokens(len(ids), self.max_input_tokens)
         return ids
 
     def _encode(self, messages: Messages) -> list[int]:
@@ -106,7 +105,7 @@ class CTranslate2Generator(_FittedPromptGenerator):
 
             self.tokenizer = AutoTokenizer.from_pretrained(source)
             self.model = ctranslate2.Generator(
-                str(path), device="cpu", compute_type=compute_type, intra_threads=threads or _cores(), inter_threads=1
+                str(path), device="cpu", compute_type=compute_type, intra_threads=threads or available_cores(), inter_threads=1
             )
         # Broad on purpose: damaged files fail in tokenizers, json or CTranslate2 itself.
         except Exception as e:
@@ -131,28 +130,26 @@ class CTranslate2Generator(_FittedPromptGenerator):
         steps = self.model.generate_tokens(
             self.tokenizer.convert_ids_to_tokens(ids), max_length=self.max_new_tokens, sampling_topk=1, end_token=self._stops
         )
-        new: list[int] = []
-        shown = ""
-        started = False
         try:
-            for step in steps:
-                if step.token_id in self._stop_ids:
-                    break
-                new.append(step.token_id)
-                text = self.tokenizer.decode(new, skip_special_tokens=True)
-                # A Chinese character can span two byte-level tokens: wait for the second.
-                if text.endswith("\ufffd"):
-                    continue
-                piece, shown = text[len(shown) :], text
-                if not started:
-                    piece = piece.lstrip()
-                    started = bool(piece)
-                if piece:
-                    yield piece
+            yield from lstrip_first(self._pieces(steps))
         except (RuntimeError, ValueError) as e:
             raise ModelError(f"CTranslate2 generation failed: {e}") from e
         finally:
             steps.close()  # a consumer that stops early also stops the decoding
+
+    def _pieces(self, steps: Iterator[Any]) -> Iterator[str]:
+        new: list[int] = []
+        shown = ""
+        for step in steps:
+            if step.token_id in self._stop_ids:
+                break
+            new.append(step.token_id)
+            text = self.tokenizer.decode(new, skip_special_tokens=True)
+            # A Chinese character can span two byte-level tokens: wait for the second.
+            if text.endswith("\ufffd"):
+                continue
+            yield text[len(shown) :]
+            shown = text
 
     def _encode(self, messages: Messages) -> list[int]:
         ids = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
@@ -201,7 +198,7 @@ class LlamaCppGenerator(_FittedPromptGenerator):
         path = gguf_file(model)  # after the import: a known model's GGUF may be downloaded
         if not is_gguf_path(model):
             path = q8_copy(path)  # a provisioned model: faster prompt processing, same answers (see q8_copy)
-        n_threads = threads or _cores()
+        n_threads = threads or available_cores()
         n_ctx = max_input_tokens + max_new_tokens if max_input_tokens else _LLAMA_CONTEXT
         try:
             self.model = Llama(
@@ -233,15 +230,8 @@ class LlamaCppGenerator(_FittedPromptGenerator):
             parts = self.model.create_completion(
                 ids, max_tokens=self.max_new_tokens, temperature=0.0, top_k=1, repeat_penalty=1.0, stream=True
             )
-            started = False
             try:
-                for part in parts:
-                    piece = part["choices"][0]["text"]
-                    if not started:
-                        piece = piece.lstrip()
-                        started = bool(piece)
-                    if piece:
-                        yield piece
+                yield from lstrip_first(part["choices"][0]["text"] for part in parts)
             except (RuntimeError, ValueError) as e:
                 raise ModelError(f"llama.cpp generation failed: {e}") from e
             finally:
@@ -284,7 +274,6 @@ def q8_copy(path: Path) -> Path:
     1,500-character prompt here). A user's own .gguf file is used as given.
     """
     import ctypes
-    import json
 
     import llama_cpp
 
@@ -298,7 +287,7 @@ def q8_copy(path: Path) -> Path:
     params = llama_cpp.llama_model_quantize_default_params()
     params.ftype = llama_cpp.LLAMA_FTYPE_MOSTLY_Q8_0
     params.allow_requantize = True
-    params.nthread = _cores()
+    params.nthread = available_cores()
     if llama_cpp.llama_model_quantize(str(path).encode(), str(tmp).encode(), ctypes.byref(params)) != 0:
         tmp.unlink(missing_ok=True)
         raise ModelError(f"llama.cpp could not requantise {path}; delete it to assemble it again, "
@@ -331,7 +320,3 @@ def _context_tokens(path: Path) -> int:
         config = {}
     return int(config.get("max_position_embeddings") or 2048)
 
-
-def _cores() -> int:
-    # CTranslate2 defaults to 4 threads, llama.cpp to half the host's cores; a container may grant fewer.
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)

@@ -11,6 +11,20 @@ os.environ.setdefault("WENYUAN_NO_PROGRESS", "1")
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def passage(number: int, text: str, title: str = ""):
+    """Retrieved passage ``[number]`` over ``text`` (document ``doc-NNN``), ranked by its number."""
+    from rag.records import Chunk, Passage
+
+    return Passage(Chunk(f"c{number}", f"doc-{number:03d}", text, 0, len(text), title), score=1.0 / number)
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch) -> Path:
+    """An empty model cache (``WENYUAN_CACHE``) for this test."""
+    monkeypatch.setenv("WENYUAN_CACHE", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
 class FakeEmbedder:
     """Deterministic bag-of-bigrams embedder: similar text -> similar vectors, no model."""
 

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import pytest
+from conftest import passage
 
 from rag.errors import ConfigError, ModelError, QuestionError
 from rag.generation import (
@@ -12,7 +13,7 @@ from rag.generation import (
     build_messages,
     format_passages,
 )
-from rag.records import Chunk, Passage
+from rag.records import Passage
 
 TENCENT = (
     "2021年4月，腾讯宣布投入500亿元用于可持续社会价值创新。"
@@ -20,10 +21,6 @@ TENCENT = (
     "该项目在未来十年内支持一批杰出科学家潜心基础研究。"
 )
 WEATHER = "北京今天晴，最高气温25度。北京明天有小雨，气温下降。"
-
-
-def passage(number: int, text: str, title: str = "") -> Passage:
-    return Passage(Chunk(f"c{number}", f"doc-{number:03d}", text, 0, len(text), title), score=1.0 / number)
 
 
 @pytest.fixture

@@ -5,10 +5,10 @@ import json
 from pathlib import Path
 
 import pytest
+from conftest import passage
 
 from rag.errors import ConfigError, ModelError
 from rag.generation import REFUSAL, build_generator
-from rag.records import Chunk, Passage
 
 pytest.importorskip("ctranslate2")
 from rag.generation_fast import CTranslate2Generator  # noqa: E402
@@ -20,16 +20,6 @@ CHAT_TEMPLATE = (
     "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
 TEXT = "腾讯基金会计划出资3亿元，设立新基石研究员项目。北京今天晴，明天有小雨。资料：问题：只根据资料简短回答。"
-
-
-def passage(number: int, text: str, title: str = "") -> Passage:
-    return Passage(Chunk(f"c{number}", f"doc-{number:03d}", text, 0, len(text), title), score=1.0 / number)
-
-
-@pytest.fixture
-def cache(tmp_path, monkeypatch) -> Path:
-    monkeypatch.setenv("WENYUAN_CACHE", str(tmp_path / "cache"))
-    return tmp_path / "cache"
 
 
 @pytest.fixture(scope="module")

@@ -6,28 +6,18 @@ import re
 from pathlib import Path
 
 import pytest
+from conftest import passage
 
 from rag import generation
 from rag.errors import ModelError
 from rag.generation import REFUSAL, Generator, build_generator
 from rag.provision import gguf
-from rag.records import Chunk, Passage
 
 pytest.importorskip("llama_cpp")
 from rag.generation_fast import LlamaCppGenerator, gguf_file  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 SPEC = gguf.known_model("qwen2.5-coder-0.5b-instruct")
-
-
-def passage(number: int, text: str, title: str = "") -> Passage:
-    return Passage(Chunk(f"c{number}", f"doc-{number:03d}", text, 0, len(text), title), score=1.0 / number)
-
-
-@pytest.fixture
-def cache(tmp_path, monkeypatch) -> Path:
-    monkeypatch.setenv("WENYUAN_CACHE", str(tmp_path / "cache"))
-    return tmp_path / "cache"
 
 
 class _Fake(Generator):
