@@ -2,8 +2,10 @@
 
 For each variant and question: time to first token, decode tokens/s and total
 answer time, over the same retrieved passages (top 5, retrieved once). The
-baseline is transformers in float32; against it: bfloat16 (what
-``dtype="auto"`` picks on CPUs with AVX512-BF16/AMX), dynamic int8
+baseline is transformers in float32, one token a step; against it: bfloat16 (what
+``dtype="auto"`` picks on CPUs with AVX512-BF16/AMX), prompt lookup decoding
+(drafts copied from the prompt, checked in one pass: ``generation.prompt_lookup``,
+the default), dynamic int8
 (``torch.ao.quantization.quantize_dynamic``), ``torch.compile``, thread
 counts, shorter prompts, and llama.cpp (``llama-cpp-python``) on the GGUF the
 model is provisioned from (Q4_K_M: the float32/bf16 folder is dequantised from the same weights),
@@ -30,7 +32,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import Timer, load_dev_questions, machine, peak_rss_mb, percentiles, table, write_results  # noqa: E402
 
-from rag.config import DEFAULT_GENERATOR_MODEL, cache_dir  # noqa: E402
+from rag.config import DEFAULT_GENERATOR_MODEL, DEFAULT_PROMPT_LOOKUP, cache_dir  # noqa: E402
 from rag.evaluation import metrics as m  # noqa: E402
 from rag.generation import DEFAULT_MAX_PROMPT_CHARS, CausalGenerator, build_messages  # noqa: E402
 
@@ -54,12 +56,13 @@ def _threads(n: int | None) -> None:
         torch.set_num_threads(n)
 
 
-def hf(dtype: str = "float32", int8: bool = False, compile_: bool = False, threads: int | None = None):
+def hf(dtype: str = "float32", int8: bool = False, compile_: bool = False, threads: int | None = None, prompt_lookup: int = 0):
     def make():
         import torch
 
         _threads(threads)
-        gen = CausalGenerator(DEFAULT_GENERATOR_MODEL, dtype=dtype, max_new_tokens=MAX_NEW_TOKENS, threads=threads)
+        gen = CausalGenerator(DEFAULT_GENERATOR_MODEL, dtype=dtype, max_new_tokens=MAX_NEW_TOKENS, threads=threads,
+                              prompt_lookup=prompt_lookup)
         if int8:
             gen.model = torch.ao.quantization.quantize_dynamic(gen.model, {torch.nn.Linear}, dtype=torch.qint8)
         if compile_:
@@ -165,6 +168,8 @@ def variants(cores: int) -> list[Variant]:
     return [
         Variant("hf-fp32 (baseline)", hf("float32", threads=cores)),
         Variant("hf-bf16", bf16 := hf("bfloat16", threads=cores)),
+        Variant(f"hf-bf16 prompt lookup {DEFAULT_PROMPT_LOOKUP} (default)", hf("bfloat16", threads=cores, prompt_lookup=DEFAULT_PROMPT_LOOKUP)),
+        Variant(f"hf-fp32 prompt lookup {DEFAULT_PROMPT_LOOKUP}", hf("float32", threads=cores, prompt_lookup=DEFAULT_PROMPT_LOOKUP)),
         Variant("hf-int8-dynamic", hf("float32", int8=True, threads=cores)),
         Variant("ctranslate2 int8", ct2_int8 := ct2("int8")),
         Variant("ctranslate2 int8 prompt 1000 chars", ct2_int8, max_prompt_chars=1000),
@@ -180,6 +185,8 @@ def variants(cores: int) -> list[Variant]:
         Variant("llama.cpp GGUF Q4_K_M prompt 800 chars", llama, max_prompt_chars=800),
         Variant("llama.cpp GGUF Q4_K_M top 3 passages", llama, top_k=3),
         Variant('engine="llamacpp" (Q8_0 copy, flash attention)', llama_engine()),
+        # llama-cpp-python's LlamaPromptLookupDecoding failed here without logits_all=True ("could not
+        # broadcast ... into shape (0,)"), which keeps a context x vocabulary float array (2.5 GB): not tried further.
         # llama.cpp's threads spin while they wait for each other: one thread can win on a busy machine.
         Variant("llama.cpp GGUF Q4_K_M 1 thread", llama1 := llama_cpp(1)),
         Variant("llama.cpp GGUF Q4_K_M 1 thread prompt 800 chars", llama1, max_prompt_chars=800),

@@ -47,13 +47,10 @@ def main() -> None:
     fusions += [("weighted", d, 1, 60, 0) for d in [0.5, 1.0]]
     fusions += [("hybrid", d, l, 60, 1.0) for d, l in itertools.product([0, 0.25, 0.5, 1.0], [0, 0.25, 0.5])]
     rows = []
-    embedder = None
     for size in args.sizes:
         config = Config().with_overrides(chunking={"max_chars": size})
         t = time.perf_counter()
         rag = RAG.build(["data/articles.txt"], index_dir=f"{args.workdir}/c{size}", config=config)
-        if rag.embedder is not None:
-            embedder = rag.embedder
         build_s = time.perf_counter() - t
         for fusion, dw, lw, k, cw in fusions:
             cfg = config.with_overrides(retrieval={"fusion": fusion, "dense_weight": dw, "lexical_weight": lw, "rrf_k": k, "coverage_weight": cw})

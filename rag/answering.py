@@ -67,7 +67,7 @@ class Answerer:
                     kwargs = {} if backend == "extractive" else {
                         "max_new_tokens": self.config.max_new_tokens, "prompt_passages": self.config.prompt_passages or None}
                     if backend == "causal":
-                        kwargs["engine"] = self.config.engine
+                        kwargs.update(engine=self.config.engine, prompt_lookup=self.config.prompt_lookup)
                     # llama.cpp reads the GGUF itself: no transformers folder to provision.
                     if model and not (backend == "causal" and self.config.engine == "llamacpp"):
                         model = _resolve(model)

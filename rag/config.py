@@ -16,6 +16,9 @@ from rag.errors import ConfigError
 
 DEFAULT_EMBEDDING_MODEL = "intfloat/multilingual-e5-small"
 DEFAULT_GENERATOR_MODEL = "Qwen/Qwen2.5-Coder-0.5B-Instruct"
+#: Draft tokens proposed per decoding step by prompt lookup (0: off). Answers quote
+#: their passages, so a continuation found in the prompt is often accepted whole.
+DEFAULT_PROMPT_LOOKUP = 6
 
 
 def available_cores() -> int:
@@ -107,6 +110,10 @@ class GenerationConfig:
     engine: str = "transformers"
     # Top-ranked passages put in the prompt (0: all retrieved).
     prompt_passages: int = 0
+    # Prompt lookup decoding: draft tokens per step copied from the passages, which
+    # the model checks in one pass (0: off). Still greedy; about 1.5x faster answers
+    # with transformers. The llamacpp and ctranslate2 engines decode without it.
+    prompt_lookup: int = DEFAULT_PROMPT_LOOKUP
     max_new_tokens: int = 96
     max_question_chars: int = 500
     extra: dict[str, Any] = field(default_factory=dict)

@@ -22,7 +22,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
-from rag.config import DEFAULT_GENERATOR_MODEL, available_cores
+from rag.config import DEFAULT_GENERATOR_MODEL, DEFAULT_PROMPT_LOOKUP, available_cores
 from rag.errors import ConfigError, ModelError, QuestionError
 from rag.records import Passage
 from rag.textsim import bigrams, question_core
@@ -83,6 +83,13 @@ def check_prompt_tokens(n_tokens: int, max_tokens: int) -> None:
         raise QuestionError(
             f"the prompt has {n_tokens} tokens but the model takes {max_tokens}; shorten the question or the passages"
         )
+
+
+def check_prompt_lookup(tokens: Any) -> int:
+    """``tokens`` as a prompt-lookup draft length, or a ConfigError saying what fits."""
+    if isinstance(tokens, bool) or not isinstance(tokens, int) or not 0 <= tokens <= 64:
+        raise ConfigError(f"generation.prompt_lookup must be a whole number from 0 (off) to 64, got {tokens!r}")
+    return tokens
 
 
 def lstrip_first(pieces: Iterable[str]) -> Iterator[str]:
@@ -250,13 +257,19 @@ class CausalGenerator(_TransformersGenerator):
             the folder provisioned from PyPI when the Hub cache lacks it.
         dtype: "auto" (bfloat16 where the CPU computes it natively, else
             float32), "float32" or "bfloat16".
+        prompt_lookup: draft tokens per step for prompt lookup decoding
+            (speculative decoding whose drafts are copied from the prompt, where
+            the last two generated tokens occur in it); 0 decodes one token a step.
+            Greedy either way: the model still picks every token.
     """
 
     backend = "causal"
     engine = "transformers"
 
-    def __init__(self, model: str = DEFAULT_GENERATOR_MODEL, *, dtype: str = "auto", **kwargs: Any) -> None:
+    def __init__(self, model: str = DEFAULT_GENERATOR_MODEL, *, dtype: str = "auto",
+                 prompt_lookup: int = DEFAULT_PROMPT_LOOKUP, **kwargs: Any) -> None:
         self.dtype = dtype
+        self.prompt_lookup = check_prompt_lookup(prompt_lookup)
         super().__init__(model, **kwargs)
 
     def _load(self, model: str) -> tuple[Any, Any]:
@@ -291,6 +304,9 @@ class CausalGenerator(_TransformersGenerator):
             if isinstance(token_id, int) and token_id != self.tokenizer.unk_token_id:
                 stops.add(token_id)
         config.eos_token_id = sorted(stops)
+        if self.prompt_lookup:
+            config.prompt_lookup_num_tokens = self.prompt_lookup
+            config.max_matching_ngram_size = 2
         return config
 
 
@@ -442,13 +458,22 @@ def _installed(module: str) -> bool:
 def _ctranslate2_generator(model: str, **kwargs: Any) -> Generator:
     from rag.generation_fast import CTranslate2Generator
 
-    return CTranslate2Generator(model, **kwargs)
+    return CTranslate2Generator(model, **_without_prompt_lookup("CTranslate2", kwargs))
 
 
 def _llamacpp_generator(model: str, **kwargs: Any) -> Generator:
     from rag.generation_fast import LlamaCppGenerator
 
-    return LlamaCppGenerator(model, **kwargs)
+    return LlamaCppGenerator(model, **_without_prompt_lookup("llama.cpp", kwargs))
+
+
+def _without_prompt_lookup(engine: str, kwargs: dict[str, Any]) -> dict[str, Any]:
+    # CTranslate2 has no prompt lookup; llama-cpp-python's (LlamaPromptLookupDecoding)
+    # needs logits_all, a context-by-vocabulary float array (2.5 GB at 4096 tokens).
+    kwargs = dict(kwargs)
+    if check_prompt_lookup(kwargs.pop("prompt_lookup", 0)):
+        logger.info("%s runs without prompt lookup decoding: one token a step", engine)
+    return kwargs
 
 
 def _cite(sentence: str, number: int) -> str:

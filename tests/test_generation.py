@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import passage
+from conftest import TINY_TEXT, passage
 
 from rag.errors import ConfigError, ModelError, QuestionError
 from rag.generation import (
@@ -93,6 +93,47 @@ def test_build_generator_rejects_bad_input(tmp_path):
         build_generator("seq2seq", str(tmp_path))  # an empty folder holds no model
 
 
+# --- prompt lookup decoding (generation.prompt_lookup) ---------------------------------------
+
+
+class _Passes:
+    """Counts a model's forward passes and the tokens each one was given."""
+
+    def __init__(self, model) -> None:
+        self.lengths: list[int] = []
+        self._hook = model.register_forward_hook(lambda module, args, kwargs, output: self.lengths.append(
+            kwargs["input_ids"].shape[1]), with_kwargs=True)
+
+    def __enter__(self) -> _Passes:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._hook.remove()
+
+
+def test_prompt_lookup_keeps_greedy_answers(tiny_qwen):
+    docs = [passage(1, TINY_TEXT, "腾讯")]
+    plain = build_generator("causal", str(tiny_qwen), engine="transformers", dtype="float32", max_new_tokens=40,
+                            prompt_lookup=0)
+    lookup = build_generator("causal", str(tiny_qwen), engine="transformers", dtype="float32", max_new_tokens=40,
+                             prompt_lookup=6)
+    for question in ("腾讯基金会计划出资多少？", "北京明天天气如何？", "资料"):
+        with _Passes(plain.model) as passes:
+            expected = plain.generate(question, docs)
+        assert len(passes.lengths) > 1 and max(passes.lengths[1:]) == 1  # one token a step
+        with _Passes(lookup.model) as drafted:
+            assert lookup.generate(question, docs) == expected
+        # The random model repeats prompt tokens, so drafts are found, checked several at a time and accepted.
+        assert max(drafted.lengths[1:]) > 1 and len(drafted.lengths) < len(passes.lengths)
+        assert "".join(lookup.stream(question, docs)).strip() == expected
+
+
+def test_prompt_lookup_must_be_a_small_whole_number(tiny_qwen):
+    for bad in (-1, 2.5, True, "6", 1000):
+        with pytest.raises(ConfigError, match="generation.prompt_lookup"):
+            build_generator("causal", str(tiny_qwen), engine="transformers", prompt_lookup=bad)
+
+
 # --- seq2seq with a tiny T5 built offline -------------------------------------------
 
 
@@ -178,6 +219,18 @@ def test_qwen_answers_with_the_number_and_streams_the_same_text(qwen):
     assert "3亿" in answer
     assert "<|im_end|>" not in answer and "资料：" not in answer and "问题：" not in answer
     assert "".join(qwen.stream(question, QWEN_DOCS)).strip() == answer
+
+
+@pytest.mark.slow
+def test_qwen_prompt_lookup_accepts_drafts_copied_from_the_passage(qwen):
+    question = "腾讯基金会计划出资多少设立新基石研究员项目？"
+    assert qwen.prompt_lookup > 0  # the default
+    with _Passes(qwen.model) as passes:
+        answer = qwen.generate(question, QWEN_DOCS)
+    tokens = len(qwen.tokenizer(answer)["input_ids"])
+    # After the prompt, each pass checks a draft: fewer passes than answer tokens means drafts were accepted.
+    assert "3亿" in answer and len(passes.lengths) - 1 < tokens * 0.8, (answer, passes.lengths)
+    assert max(passes.lengths[1:]) > 1
 
 
 @pytest.mark.slow

@@ -5,6 +5,7 @@ import json
 from pathlib import Path
 
 import pytest
+from conftest import TINY_TEXT as TEXT
 from conftest import passage
 
 from rag.errors import ConfigError, ModelError
@@ -15,42 +16,6 @@ from rag.generation_fast import CTranslate2Generator  # noqa: E402
 from rag.provision import ct2  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
-CHAT_TEMPLATE = (
-    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
-    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
-)
-TEXT = "腾讯基金会计划出资3亿元，设立新基石研究员项目。北京今天晴，明天有小雨。资料：问题：只根据资料简短回答。"
-
-
-@pytest.fixture(scope="module")
-def tiny_qwen(tmp_path_factory) -> Path:
-    """A two-layer Qwen2 with random weights and a byte-level BPE chat tokenizer, built offline."""
-    torch = pytest.importorskip("torch")
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
-
-    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
-    backend = Tokenizer(models.BPE())
-    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    backend.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=400, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False
-    )
-    backend.train_from_iterator([TEXT, REFUSAL, "system user assistant"], trainer)
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=backend, eos_token="<|im_end|>", pad_token="<|endoftext|>", additional_special_tokens=specials[1:]
-    )
-    tokenizer.chat_template = CHAT_TEMPLATE
-    torch.manual_seed(0)
-    config = Qwen2Config(
-        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-        num_key_value_heads=1, max_position_embeddings=512, tie_word_embeddings=False,
-        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.pad_token_id,
-    )
-    path = tmp_path_factory.mktemp("models") / "tiny-qwen"
-    Qwen2ForCausalLM(config).save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return path
 
 
 def test_conversion_is_cached_and_reused(tiny_qwen, cache, monkeypatch):
