@@ -2,13 +2,15 @@
 
 Generates each dev answer once (cached in a JSONL file, keyed by backend and
 prompt version), then replays verification for a grid of thresholds, printing
-accuracy, refusal recall, false-refusal rate and citation precision for each.
+accuracy, refusal recall, false-refusal rate and citation precision for each,
+and for the default thresholds with each on/off check (answer type, event, subject).
 
     python benchmarks/answer_calibration.py --backend causal --cache benchmarks/results/raw_causal.jsonl
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import itertools
 import json
 import time
@@ -89,6 +91,11 @@ def main() -> None:
     for r in sorted(rows, key=lambda r: (r["accuracy"] + r["refusal.recall"] - 2 * r["refusal.false_rate"]), reverse=True)[:15]:
         print(json.dumps(r))
     Path(str(cache).replace(".jsonl", "_grid.json")).write_text(json.dumps(rows, indent=1), encoding="utf-8")
+    print("# the default thresholds with each on/off check")
+    for check in ("check_answer_type", "check_event", "check_subject"):
+        for on in (True, False):
+            m = score(rag, questions, raws, dataclasses.replace(RefusalPolicy(), **{check: on}), passages_by_q)
+            print(json.dumps({check: on, **m}))
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ from rag.generation import REFUSAL as REFUSAL_TEXT
 from rag.generation import build_generator
 from rag.questions import clean_question
 from rag.records import Answer, Passage
-from rag.refusal import RefusalPolicy, answer_has_expected_type, evidence, grounding, subject_found
+from rag.refusal import RefusalPolicy, answer_has_expected_type, event_mentioned, evidence, grounding, subject_found
 from rag.rewrite import rewrite_question, subject_of
 
 logger = logging.getLogger(__name__)
@@ -147,6 +147,7 @@ class Answerer:
             grounding(question, cited) < policy.min_grounding
             or (policy.check_subject and not subject_found(subject_of(question), cited))
             or (policy.check_answer_type and not answer_has_expected_type(question, text))
+            or (policy.check_event and not event_mentioned(question, [c.quote for c in citations]))
         ):
             return REFUSAL_TEXT, (), True
         return text, citations, False

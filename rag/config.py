@@ -102,11 +102,12 @@ class GenerationConfig:
     # Encoder-decoder checkpoint (T5/mT5/mT0/BART) for the "seq2seq" backend; none ships offline.
     seq2seq_model: str = ""
     # How the "causal" backend runs its model: "transformers" (bf16 where the CPU has
-    # it), "llamacpp" (llama-cpp-python, the [llamacpp] extra, on a Q8_0 copy of the
-    # model's GGUF: 2.1x the float32 speed, but 0.877 dev answer accuracy and 6/7
-    # refusals end to end against 0.901 and 7/7), "ctranslate2" (int8, the [fast]
-    # extra: ~3x, 0.852 accuracy), or "auto" (llama.cpp when installed and the model
-    # is a GGUF one, else transformers). See rag/generation.py, benchmarks/generation_speed.py.
+    # it, with prompt lookup: 2.5x the float32 speed, 0.901 dev answer accuracy, 7/7
+    # refusals), "llamacpp" (llama-cpp-python, the [llamacpp] extra, on a Q8_0 copy of
+    # the model's GGUF: 2.1x, 0.877 accuracy, 6/7 refusals), "ctranslate2" (int8, the
+    # [fast] extra: ~3x, 0.852 accuracy), or "auto" (llama.cpp for a .gguf file, or for
+    # a GGUF-provisioned model on CPUs without native bf16 when installed; else
+    # transformers). See rag/generation.py, benchmarks/generation_speed.py.
     engine: str = "transformers"
     # Top-ranked passages put in the prompt (0: all retrieved).
     prompt_passages: int = 0

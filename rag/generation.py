@@ -404,15 +404,20 @@ def _build_causal(model: str, engine: str = "transformers", **kwargs: Any) -> Ge
     """The causal model on transformers, CTranslate2 int8 or llama.cpp (rag/generation_fast.py).
 
     All run the same prompt with greedy decoding. On the 2-core CPU, against
-    transformers float32 (benchmarks/results/generation_speed_v4.json,
-    generation_speed_v2.json): llama.cpp on a Q8_0 copy of the provisioned GGUF
+    transformers float32 (benchmarks/results/generation_speed_v5.json, _v4,
+    _v2): the default, transformers in bf16 with prompt lookup, answers 2.5x
+    faster at the same accuracy; llama.cpp on a Q8_0 copy of the provisioned GGUF
     answers 2.1x faster (end to end on the dev set: accuracy 0.877 and 6/7
     refusals against 0.901 and 7/7, so it is not the default); CTranslate2 int8
-    about 3x faster but 0.852 accuracy, so "auto" never picks it. "auto" tries llama.cpp for a GGUF model (a .gguf file or a
-    model provisioned from one, such as the default) when ``llama_cpp`` is
-    installed, else transformers (bf16 where the CPU computes it natively);
-    CTranslate2 only when asked for by ``compute_type``. An engine that cannot
-    load the model logs a warning and passes it on.
+    about 3x faster but 0.852 accuracy, so "auto" never picks it.
+
+    "auto" runs a .gguf file on llama.cpp (nothing else reads one). Otherwise
+    it picks transformers where the CPU computes bf16 natively (bf16 with
+    prompt lookup is the fastest there); on other CPUs transformers runs in
+    float32, where prompt lookup gains little (1.03x), so "auto" tries llama.cpp
+    for a model provisioned from a GGUF (such as the default) when ``llama_cpp``
+    is installed. CTranslate2 only when asked for by ``compute_type``. An engine
+    that cannot load the model logs a warning and passes it on.
     """
     from rag.generation_fast import is_gguf_path
 
@@ -439,7 +444,7 @@ def _auto_causal(model: str, **kwargs: Any) -> Generator:
     if "dtype" in kwargs:
         return CausalGenerator(model, **kwargs)
     engines: list[tuple[str, Any]] = []
-    if "compute_type" not in kwargs and _installed("llama_cpp") and gguf_model_for(model) is not None:
+    if "compute_type" not in kwargs and not _fast_bf16() and _installed("llama_cpp") and gguf_model_for(model) is not None:
         engines.append(("llama.cpp", _llamacpp_generator))
     if "compute_type" in kwargs and _installed("ctranslate2"):
         engines.append(("CTranslate2", _ctranslate2_generator))

@@ -9,7 +9,12 @@ model's goodwill. Three checks, each cheap and explainable:
   a passage about 中国烹饪协会;
 - *answer type*: a question asking "哪一年", "哪天", "多少名" or "叫什么名字"
   must get an answer holding a year, a date, a count with that measure word,
-  or, when it quotes a name, one that is not the question read back.
+  or, when it quotes a name, one that is not the question read back;
+- *event*: a question asking when something happened ("哪一年成立的",
+  "哪天举行的") must cite a sentence that mentions that event (the verb, a
+  near synonym or one of its characters): a date next to the right name is not
+  enough when the sentence tells of something else (a mudslide in 2012 does
+  not date a founding).
 """
 from __future__ import annotations
 
@@ -31,6 +36,16 @@ _YEAR_A = re.compile(r"\d{4}\s*年|[零〇一二三四五六七八九]{4}年")
 _DATE_A = re.compile(rf"{_NUM}+\s*[年月日号]|[上下]午|凌晨|晚上|当天")
 
 
+# Verbs a date question asks about, grouped with the words a source may use instead.
+_EVENT_SYNONYMS = (
+    frozenset("成立 创立 创建 组建 建立 创办 注册 挂牌".split()),
+    frozenset("举行 举办 召开 开幕 开展 进行".split()),
+    frozenset("开始 启动 发起 开启 开通 上线".split()),
+    frozenset("发布 印发 出台 公布 发出 下发".split()),
+)
+_NOT_EVENTS = frozenset("是 有 为 在 于 到 从 由 把 被 让".split())
+
+
 @dataclass(frozen=True)
 class RefusalPolicy:
     """Thresholds calibrated on the dev set (README, "Measurements")."""
@@ -40,6 +55,7 @@ class RefusalPolicy:
     min_grounding: float = 0.5  # share of question bigrams found in the cited passages
     check_subject: bool = False  # measured: too many false refusals (subject phrasing varies)
     check_answer_type: bool = True
+    check_event: bool = True  # a date question's verb must be in a cited sentence
     rescue_explicit_refusals: bool = True  # retry extractively when the model says it cannot answer
 
 
@@ -83,3 +99,35 @@ def answer_has_expected_type(question: str, answer: str) -> bool:
         names = ["".join(g) for g in _NAMED.findall(answer)]
         return not names or any(len(bigrams(n) - qb) > len(bigrams(n)) / 2 for n in names)
     return True
+
+
+def asked_event(question: str) -> str:
+    """The verb a year/date question asks about ("成立" in "是哪一年成立的"), or ""."""
+    m = _YEAR_Q.search(question) or _DATE_Q.search(question)
+    if not m:
+        return ""
+    import jieba.posseg  # jieba is already the BM25 tokenizer; its tagger finds the verb
+
+    words, at, start = [], None, 0
+    for w in jieba.posseg.lcut(question):
+        if at is None and start + len(w.word) > m.start():
+            at = len(words)
+        words.append(w)
+        start += len(w.word)
+    if at is None:
+        return ""
+
+    def verbs(ws):
+        return [w.word for w in ws if w.flag.startswith("v") and len(w.word) >= 2 and w.word not in _NOT_EVENTS]
+
+    after, before = verbs(words[at + 1 : at + 4]), verbs(words[max(0, at - 3) : at])
+    return after[0] if after else (before[-1] if before else "")
+
+
+def event_mentioned(question: str, sentences: Sequence[str]) -> bool:
+    """False when a date question's event is in none of ``sentences`` (see the module notes)."""
+    event = asked_event(question)
+    if not event:
+        return True
+    words = next((group for group in _EVENT_SYNONYMS if event in group), frozenset((event,)))
+    return any(w in s for s in sentences for w in words) or any(ch in s for s in sentences for ch in event)

@@ -7,7 +7,7 @@ from rag.errors import QuestionError
 from rag.pipeline import RAG
 from rag.records import Answer
 
-from conftest import ScriptedGenerator, install_generator
+from conftest import ScriptedGenerator, install_generator, passage
 
 
 
@@ -55,6 +55,27 @@ def test_model_refusal_is_kept_when_no_passage_has_the_asked_type(rag: RAG) -> N
     answer = rag.ask("腾讯基金会计划出资是在哪一年？")
     assert gen.questions  # the model was asked: evidence was strong enough
     assert answer.refused and "rescued" not in answer.timings
+
+
+def test_date_cited_from_a_sentence_about_another_event_is_refused() -> None:
+    from rag.answering import Answerer
+    from rag.config import GenerationConfig
+    from rag.refusal import RefusalPolicy
+
+    # The cited sentence has the team's name and a date, but dates a mudslide, not a founding (dev q0095).
+    docs = [passage(1, "2012年5月，岷县发生泥石流灾害，甘肃蓝天救援队开展现场救援。2020年2月，甘肃蓝天救援队发起消杀行动。",
+                    "甘肃蓝天救援队")]
+
+    def ask(question: str, reply: str, policy: RefusalPolicy | None = None) -> Answer:
+        answerer = Answerer(lambda q, k: docs, GenerationConfig(), policy)
+        answerer._generators[("causal", GenerationConfig().model)] = ScriptedGenerator(reply)
+        return answerer.ask(question)
+
+    assert ask("甘肃蓝天救援队是哪一年成立的？", "甘肃蓝天救援队于2012年5月成立[1]。").refused
+    answer = ask("甘肃蓝天救援队是哪一年发起消杀行动的？", "甘肃蓝天救援队于2020年2月发起消杀行动[1]。")
+    assert not answer.refused and "2020年2月" in answer.text and answer.citations[0].doc_id == "doc-001"
+    without = ask("甘肃蓝天救援队是哪一年成立的？", "甘肃蓝天救援队于2012年5月成立[1]。", RefusalPolicy(check_event=False))
+    assert not without.refused  # what the event check catches
 
 
 def test_question_without_evidence_is_refused_without_model_call(rag: RAG) -> None:

@@ -49,8 +49,12 @@ def fake_engines(monkeypatch) -> list[str]:
     return tried
 
 
-def test_auto_prefers_llamacpp_for_gguf_models_only(fake_engines, tmp_path, monkeypatch):
+def test_auto_prefers_llamacpp_for_gguf_models_only_without_native_bf16(fake_engines, tmp_path, monkeypatch):
     monkeypatch.setattr(generation, "_installed", lambda module: True)
+    monkeypatch.setattr(generation, "_fast_bf16", lambda: True)
+    assert build_generator("causal", SPEC.hf_id, engine="auto").engine == "transformers"  # bf16 + prompt lookup is faster
+    assert build_generator("causal", str(tmp_path / "user.gguf"), engine="auto").engine == "llamacpp"
+    monkeypatch.setattr(generation, "_fast_bf16", lambda: False)
     folder = tmp_path / "provisioned"
     folder.mkdir()
     (folder / gguf.PROVENANCE_FILE).write_text(json.dumps({"name": SPEC.name, "gguf_sha256": SPEC.sha256}), encoding="utf-8")
@@ -65,6 +69,7 @@ def test_auto_prefers_llamacpp_for_gguf_models_only(fake_engines, tmp_path, monk
 
 def test_auto_falls_back_with_a_warning(fake_engines, tmp_path, monkeypatch, caplog):
     monkeypatch.setattr(generation, "_installed", lambda module: True)
+    monkeypatch.setattr(generation, "_fast_bf16", lambda: False)
     folder = tmp_path / "fail"
     folder.mkdir()
     (folder / gguf.PROVENANCE_FILE).write_text(json.dumps({"name": SPEC.name, "gguf_sha256": SPEC.sha256}), encoding="utf-8")

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from rag.refusal import answer_has_expected_type
+from rag.refusal import answer_has_expected_type, asked_event, event_mentioned
 
 
 @pytest.mark.parametrize(
@@ -25,3 +25,29 @@ from rag.refusal import answer_has_expected_type
 )
 def test_answer_type(question: str, answer: str, ok: bool) -> None:
     assert answer_has_expected_type(question, answer) is ok
+
+
+@pytest.mark.parametrize(
+    "question, event",
+    [
+        ("甘肃蓝天救援队是哪一年成立的？", "成立"),
+        ("北京幸福公益基金会成立于哪一年？", "成立"),
+        ("视频研讨会是哪天举行的？", "举行"),
+        ("新疆生产建设兵团民政局是哪天发布《工作方案》的？", "发布"),
+        ("腾讯基金会计划出资多少？", ""),  # not a date question
+        ("理事长是哪一年？", ""),  # no verb to check
+    ],
+)
+def test_asked_event(question: str, event: str) -> None:
+    assert asked_event(question) == event
+
+
+def test_date_must_come_from_a_sentence_about_the_asked_event() -> None:
+    question = "甘肃蓝天救援队是哪一年成立的？"
+    # dev q0095, answered by llama.cpp from a sentence dating a mudslide:
+    mudslide = "2012年5月，我的家乡岷县发生泥石流灾害，当时我作为一名志愿者协助蓝天救援队队员开展现场救援。"
+    assert not event_mentioned(question, [mudslide])
+    assert event_mentioned(question, ["甘肃蓝天救援队成立于2009年。"])
+    assert event_mentioned(question, ["甘肃蓝天救援队2009年组建。"])  # a synonym
+    assert event_mentioned("京鄂联合行动是哪天凌晨开始行动的？", ["在1月23号凌晨即开展行动。"])  # a shared character
+    assert event_mentioned("腾讯基金会计划出资多少？", [mudslide])  # only date questions are checked
