@@ -104,7 +104,7 @@ class GenerationConfig:
     # How the "causal" backend runs its model: "transformers" (bf16 where the CPU has
     # it, with prompt lookup: 2.5x the float32 speed, 0.901 dev answer accuracy, 7/7
     # refusals), "llamacpp" (llama-cpp-python, the [llamacpp] extra, on a Q8_0 copy of
-    # the model's GGUF: 2.1x, 0.877 accuracy, 6/7 refusals), "ctranslate2" (int8, the
+    # the model's GGUF: 2.1x, 0.877 accuracy, 7/7 refusals), "ctranslate2" (int8, the
     # [fast] extra: ~3x, 0.852 accuracy), or "auto" (llama.cpp for a .gguf file, or for
     # a GGUF-provisioned model on CPUs without native bf16 when installed; else
     # transformers). See rag/generation.py, benchmarks/generation_speed.py.

@@ -407,8 +407,8 @@ def _build_causal(model: str, engine: str = "transformers", **kwargs: Any) -> Ge
     transformers float32 (benchmarks/results/generation_speed_v5.json, _v4,
     _v2): the default, transformers in bf16 with prompt lookup, answers 2.5x
     faster at the same accuracy; llama.cpp on a Q8_0 copy of the provisioned GGUF
-    answers 2.1x faster (end to end on the dev set: accuracy 0.877 and 6/7
-    refusals against 0.901 and 7/7, so it is not the default); CTranslate2 int8
+    answers 2.1x faster (end to end on the dev set: accuracy 0.877 against
+    0.901, both 7/7 refusals); CTranslate2 int8
     about 3x faster but 0.852 accuracy, so "auto" never picks it.
 
     "auto" runs a .gguf file on llama.cpp (nothing else reads one). Otherwise
