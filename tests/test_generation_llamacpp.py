@@ -13,8 +13,10 @@ from rag.errors import ModelError
 from rag.generation import REFUSAL, Generator, build_generator
 from rag.provision import gguf
 
-pytest.importorskip("llama_cpp")
 from rag.generation_fast import LlamaCppGenerator, gguf_file  # noqa: E402
+
+#: Tests that run llama.cpp itself; the rest (engine choice, errors, GGUF files) need no llama-cpp-python.
+needs_llama = pytest.mark.skipif(not generation._installed("llama_cpp"), reason="llama-cpp-python is an optional extra")
 
 ROOT = Path(__file__).resolve().parent.parent
 SPEC = gguf.known_model("qwen2.5-coder-0.5b-instruct")
@@ -88,6 +90,7 @@ def test_gguf_files_need_llamacpp(tmp_path):
             build_generator("causal", str(tmp_path / "model.gguf"), engine=engine)
 
 
+@needs_llama
 def test_missing_or_corrupt_gguf_gives_model_error(tmp_path):
     with pytest.raises(ModelError, match="no GGUF file"):
         LlamaCppGenerator(str(tmp_path / "missing.gguf"))
@@ -99,6 +102,7 @@ def test_missing_or_corrupt_gguf_gives_model_error(tmp_path):
         gguf_file(str(tmp_path))
 
 
+@needs_llama
 def test_corrupt_cached_gguf_gives_model_error(cache):
     kept = cache / "models" / f"{SPEC.name}.gguf"
     kept.parent.mkdir(parents=True)
@@ -162,6 +166,7 @@ def qwen_llama():
     return build_generator("causal", None, engine="llamacpp", max_new_tokens=48)
 
 
+@needs_llama
 @pytest.mark.slow
 def test_qwen_llamacpp_answers_a_dev_question_from_its_gold_passage(qwen_llama):
     assert qwen_llama.engine == "llamacpp"
@@ -175,12 +180,14 @@ def test_qwen_llamacpp_answers_a_dev_question_from_its_gold_passage(qwen_llama):
     assert qwen_llama.generate(item["question"], [gold, other]) == answer  # greedy, cache reset: the same again
 
 
+@needs_llama
 @pytest.mark.slow
 def test_qwen_llamacpp_refuses_when_passages_lack_the_answer(qwen_llama):
     docs = [passage(1, "北京今天晴，最高气温25度。明天有小雨。", "天气")]
     assert qwen_llama.generate("上海的人口是多少？", docs) == REFUSAL
 
 
+@needs_llama
 @pytest.mark.slow
 def test_qwen_llamacpp_stops_when_the_stream_is_closed_and_limits_tokens(qwen_llama):
     docs = [passage(1, "北京今天晴，最高气温25度。明天有小雨。", "天气")]
@@ -195,6 +202,7 @@ def test_qwen_llamacpp_stops_when_the_stream_is_closed_and_limits_tokens(qwen_ll
     assert "[2] " not in limited.messages("天气？", [passage(1, "甲" * 40), passage(2, "乙" * 40)])[1]["content"]
 
 
+@needs_llama
 @pytest.mark.slow
 def test_q8_copy_is_made_once_beside_the_gguf(tmp_path):
     from rag.generation_fast import q8_copy
