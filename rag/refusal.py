@@ -1,7 +1,7 @@
 """Evidence checks that decide when to refuse instead of answering.
 
 Small local models answer every question, so refusal cannot come from the
-model's goodwill. Three checks, each cheap and explainable:
+model's goodwill. Four checks, each cheap and explainable:
 
 - *evidence*: the best passage must cover enough of the question's bigrams;
 - *subject*: the entity the question is about must occur in a cited passage
@@ -43,7 +43,6 @@ _EVENT_SYNONYMS = (
     frozenset("开始 启动 发起 开启 开通 上线".split()),
     frozenset("发布 印发 出台 公布 发出 下发".split()),
 )
-_NOT_EVENTS = frozenset("是 有 为 在 于 到 从 由 把 被 让".split())
 
 
 @dataclass(frozen=True)
@@ -118,7 +117,7 @@ def asked_event(question: str) -> str:
         return ""
 
     def verbs(ws):
-        return [w.word for w in ws if w.flag.startswith("v") and len(w.word) >= 2 and w.word not in _NOT_EVENTS]
+        return [w.word for w in ws if w.flag.startswith("v") and len(w.word) >= 2]  # not 是, 在, 于 …
 
     after, before = verbs(words[at + 1 : at + 4]), verbs(words[max(0, at - 3) : at])
     return after[0] if after else (before[-1] if before else "")
