@@ -128,6 +128,19 @@ def test_prompt_lookup_keeps_greedy_answers(tiny_qwen):
         assert "".join(lookup.stream(question, docs)).strip() == expected
 
 
+def test_prompt_lookup_stream_closed_early_stops_decoding(tiny_qwen):
+    docs = [passage(1, TINY_TEXT, "腾讯")]
+    generator = build_generator("causal", str(tiny_qwen), engine="transformers", dtype="float32", max_new_tokens=200,
+                                prompt_lookup=6)
+    with _Passes(generator.model) as full:
+        generator.generate("资料", docs)
+    with _Passes(generator.model) as closed:
+        pieces = generator.stream("资料", docs)
+        next(pieces)
+        pieces.close()  # must not hang, and the drafting loop must see the cancel flag
+    assert len(closed.lengths) < len(full.lengths) / 2, (len(closed.lengths), len(full.lengths))
+
+
 def test_prompt_lookup_must_be_a_small_whole_number(tiny_qwen):
     for bad in (-1, 2.5, True, "6", 1000):
         with pytest.raises(ConfigError, match="generation.prompt_lookup"):
