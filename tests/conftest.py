@@ -18,6 +18,18 @@ def passage(number: int, text: str, title: str = ""):
     return Passage(Chunk(f"c{number}", f"doc-{number:03d}", text, 0, len(text), title), score=1.0 / number)
 
 
+def dev_gold_case() -> tuple[str, list[str], list]:
+    """Dev question q0001 (148家 foundations: a number in a long sentence), its answers, and its
+    gold evidence as passage [1] beside an unrelated passage [2]."""
+    import json
+
+    with open(ROOT / "eval" / "dev_questions.jsonl", encoding="utf-8") as f:
+        item = json.loads(f.readline())
+    gold = passage(1, item["evidence"] + "。", "精神卫生")
+    other = passage(2, "北京今天晴，最高气温25度。明天有小雨。", "天气")
+    return item["question"], item["answers"], [gold, other]
+
+
 # --- a tiny random chat model (Qwen2 architecture) for engine tests without real weights ---
 
 CHAT_TEMPLATE = (

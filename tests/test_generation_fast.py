@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 from conftest import TINY_TEXT as TEXT
-from conftest import passage
+from conftest import dev_gold_case, passage
 
 from rag.errors import ConfigError, ModelError
 from rag.generation import REFUSAL, build_generator
@@ -115,13 +115,10 @@ def qwen_ct2():
 
 @pytest.mark.slow
 def test_qwen_ct2_answers_a_dev_question_from_its_gold_passage(qwen_ct2):
-    with open(ROOT / "eval" / "dev_questions.jsonl", encoding="utf-8") as f:
-        item = json.loads(f.readline())  # q0001: 148家 foundations, a number in a long sentence
-    gold = passage(1, item["evidence"] + "。", "精神卫生")
-    other = passage(2, "北京今天晴，最高气温25度。明天有小雨。", "天气")
-    answer = qwen_ct2.generate(item["question"], [gold, other])
-    assert any(a.rstrip("家") in answer for a in item["answers"]), answer
-    assert "".join(qwen_ct2.stream(item["question"], [gold, other])).strip() == answer
+    question, answers, docs = dev_gold_case()
+    answer = qwen_ct2.generate(question, docs)
+    assert any(a.rstrip("家") in answer for a in answers), answer
+    assert "".join(qwen_ct2.stream(question, docs)).strip() == answer
 
 
 @pytest.mark.slow

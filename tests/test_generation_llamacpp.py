@@ -6,14 +6,13 @@ import re
 from pathlib import Path
 
 import pytest
-from conftest import passage
+from conftest import dev_gold_case, passage
 
 from rag import generation
 from rag.errors import ModelError
 from rag.generation import REFUSAL, Generator, build_generator
+from rag.generation_fast import LlamaCppGenerator, gguf_file
 from rag.provision import gguf
-
-from rag.generation_fast import LlamaCppGenerator, gguf_file  # noqa: E402
 
 #: Tests that run llama.cpp itself; the rest (engine choice, errors, GGUF files) need no llama-cpp-python.
 needs_llama = pytest.mark.skipif(not generation._installed("llama_cpp"), reason="llama-cpp-python is an optional extra")
@@ -170,14 +169,11 @@ def qwen_llama():
 @pytest.mark.slow
 def test_qwen_llamacpp_answers_a_dev_question_from_its_gold_passage(qwen_llama):
     assert qwen_llama.engine == "llamacpp"
-    with open(ROOT / "eval" / "dev_questions.jsonl", encoding="utf-8") as f:
-        item = json.loads(f.readline())  # q0001: 148家 foundations, a number in a long sentence
-    gold = passage(1, item["evidence"] + "。", "精神卫生")
-    other = passage(2, "北京今天晴，最高气温25度。明天有小雨。", "天气")
-    answer = qwen_llama.generate(item["question"], [gold, other])
-    assert any(a.rstrip("家") in answer for a in item["answers"]), answer
-    assert "".join(qwen_llama.stream(item["question"], [gold, other])).strip() == answer
-    assert qwen_llama.generate(item["question"], [gold, other]) == answer  # greedy, cache reset: the same again
+    question, answers, docs = dev_gold_case()
+    answer = qwen_llama.generate(question, docs)
+    assert any(a.rstrip("家") in answer for a in answers), answer
+    assert "".join(qwen_llama.stream(question, docs)).strip() == answer
+    assert qwen_llama.generate(question, docs) == answer  # greedy, cache reset: the same again
 
 
 @needs_llama
