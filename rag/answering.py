@@ -1,10 +1,8 @@
 """Turn retrieved passages into a verified, cited answer, or an honest refusal.
 
 Steps for one question: clean it; rewrite a follow-up into a standalone
-question; retrieve; refuse early when no passage covers the question; generate
-(streaming); verify every answer sentence against the passages (citations.py);
-refuse when nothing the model wrote is supported or when the supporting text
-does not address the question.
+question; retrieve; generate (streaming); hand the text to the answer check
+(``rag.verify``), which decides whether to answer and with which citations.
 """
 from __future__ import annotations
 
@@ -13,28 +11,25 @@ import threading
 import time
 from typing import Callable, Iterator, Sequence
 
-from rag.citations import render, verify_answer
-from rag.config import GenerationConfig
+from rag.config import AnswerConfig, GenerationConfig
 from rag.errors import ConfigError, ModelError
-from rag.generation import REFUSAL as REFUSAL_TEXT
-from rag.generation import build_generator
+from rag.generation import REFUSAL, build_generator
 from rag.questions import clean_question
 from rag.records import Answer, Passage
-from rag.refusal import RefusalPolicy, answer_has_expected_type, event_mentioned, evidence, grounding, subject_found
-from rag.rewrite import rewrite_question, subject_of
+from rag.rewrite import rewrite_question
+from rag.verify import AnswerCheck
 
 logger = logging.getLogger(__name__)
-
-_REFUSAL_HINTS = ("无法回答", "没有提到", "未提及", "没有提及", "无法确定", "没有相关", "未提供")
 
 
 class Answerer:
     """Holds generators (loaded once, lazily) and answers questions."""
 
-    def __init__(self, retrieve: Callable[[str, int | None], list[Passage]], config: GenerationConfig, policy: RefusalPolicy | None = None) -> None:
+    def __init__(self, retrieve: Callable[[str, int | None], list[Passage]], config: GenerationConfig,
+                 answer: AnswerConfig | None = None) -> None:
         self._retrieve = retrieve
         self.config = config
-        self.policy = policy or RefusalPolicy()
+        self.check = AnswerCheck(answer)
         self._generators: dict[tuple[str, str], object] = {}
         self._notices: dict[tuple[str, str], str] = {}  # why a backend fell back to extractive
         self._lock = threading.Lock()
@@ -98,12 +93,10 @@ class Answerer:
         gen, notice = self._generator(backend or self.config.backend)
         name = getattr(gen, "backend", backend or self.config.backend)
         base = dict(question=question, standalone_question=standalone, passages=passages, backend=name, notice=notice)
-        ev = evidence(standalone, passages)
-        timings["evidence"] = round(ev, 3)
-        if ev < self.policy.min_evidence:
+        if not self.check.worth_generating(standalone, passages):
             timings["total_ms"] = _ms(t0, time.perf_counter())
-            yield REFUSAL_TEXT
-            yield Answer(text=REFUSAL_TEXT, refused=True, timings=timings, **base)
+            yield REFUSAL
+            yield Answer(text=REFUSAL, refused=True, timings=timings, refusal_reason="no_evidence", **base)
             return
         pieces: list[str] = []
         first = None
@@ -115,46 +108,15 @@ class Answerer:
         t_gen = time.perf_counter()
         raw = "".join(pieces).strip()
         timings.update(first_token_ms=_ms(t_ret, first or t_gen), generate_ms=_ms(t_ret, t_gen))
-        text, citations, refused = self._verify(standalone, raw, passages)
-        if refused and _explicit_refusal(raw) and name != "extractive" and self.policy.rescue_explicit_refusals:
-            # Small models often refuse answerable questions; an explicit refusal (not a
-            # hallucination, which is a sign the answer is missing) gets a second, extractive
-            # try that must pass the same checks. Measured: README "Measurements".
-            rescued = self._extractive.generate(standalone, passages)
-            text2, citations2, refused2 = self._verify(standalone, rescued, passages)
-            if not refused2:
-                text, citations, refused = text2, citations2, False
-                timings["rescued"] = 1
+        verdict = self.check.check(standalone, raw, passages)
+        if verdict.rescued:
+            timings["rescued"] = 1
         timings["verify_ms"] = _ms(t_gen, time.perf_counter())
         timings["total_ms"] = _ms(t0, time.perf_counter())
-        logger.debug("raw answer %r -> %r (refused=%s)", raw, text, refused)
-        yield Answer(text=text, citations=citations, refused=refused, timings=timings, **base)
-
-    @property
-    def _extractive(self):
-        return self._generator("extractive")[0]
-
-    def _verify(self, question: str, raw: str, passages: Sequence[Passage]):
-        if _explicit_refusal(raw):
-            return REFUSAL_TEXT, (), True
-        aligned = verify_answer(raw, passages, self.policy.min_support, question)
-        text, citations = render(aligned)
-        if not citations:
-            return REFUSAL_TEXT, (), True
-        cited = [passages[c.marker - 1] for c in citations]
-        policy = self.policy
-        if (
-            grounding(question, cited) < policy.min_grounding
-            or (policy.check_subject and not subject_found(subject_of(question), cited))
-            or (policy.check_answer_type and not answer_has_expected_type(question, text))
-            or (policy.check_event and not event_mentioned(question, [c.quote for c in citations]))
-        ):
-            return REFUSAL_TEXT, (), True
-        return text, citations, False
-
-
-def _explicit_refusal(raw: str) -> bool:
-    return not raw.strip() or any(h in raw for h in _REFUSAL_HINTS)
+        logger.debug("raw answer %r -> %r (refused=%s, score=%.3f)", raw, verdict.text, verdict.refused, verdict.score)
+        yield Answer(text=verdict.text, citations=verdict.citations, refused=verdict.refused, timings=timings, raw=raw,
+                     score=verdict.score, candidate=verdict.candidate, refusal_reason=verdict.reason,
+                     signals=dict(verdict.signals), **base)
 
 
 def _resolve(model: str) -> str:

@@ -43,7 +43,7 @@ class RAG:
         self.aliases: dict[str, str] = {}
         for index in self.indexes:
             self.aliases.update(alias_map(index.documents))
-        self.answerer = Answerer(self.retrieve, self.config.generation)
+        self.answerer = Answerer(self.retrieve, self.config.generation, self.config.answer)
         self._lock = threading.Lock()
         self._extra: dict[str, Index] = {}  # indexes added with add_documents, by folder
 

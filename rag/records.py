@@ -113,3 +113,13 @@ class Answer:
     standalone_question: str = ""
     backend: str = ""
     notice: str = ""
+    #: The generator's text before verification ("" when no generation ran).
+    raw: str = ""
+    #: The answer check's calibrated P(right) of ``candidate`` (0 when there was none).
+    score: float = 0.0
+    #: The verified answer before the answer check's threshold ("" when none could be verified).
+    candidate: str = ""
+    #: Why the answer was refused ("" when answered): no_evidence, unsupported or score.
+    refusal_reason: str = ""
+    #: The answer check's signals (rag.verify.answerability.FEATURES).
+    signals: dict[str, float] = field(default_factory=dict)

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from rag.answering import REFUSAL_TEXT
+from rag.generation import REFUSAL
 from rag.errors import QuestionError
 from rag.pipeline import RAG
 from rag.records import Answer
@@ -38,7 +38,7 @@ def test_supported_answer_gets_verified_citation(rag: RAG) -> None:
 def test_hallucinated_answer_is_refused_but_keeps_passages(rag: RAG) -> None:
     _use(rag, ScriptedGenerator("腾讯基金会计划出资8亿元。"))
     answer = rag.ask("腾讯基金会计划出资多少？")
-    assert answer.refused and answer.text == REFUSAL_TEXT and answer.citations == ()
+    assert answer.refused and answer.text == REFUSAL and answer.citations == ()
     assert answer.passages and answer.passages[0].doc_id == "doc-001"
 
 
@@ -54,28 +54,28 @@ def test_model_refusal_is_kept_when_no_passage_has_the_asked_type(rag: RAG) -> N
     _use(rag, gen)
     answer = rag.ask("腾讯基金会计划出资是在哪一年？")
     assert gen.questions  # the model was asked: evidence was strong enough
-    assert answer.refused and "rescued" not in answer.timings
+    # The extractive second try finds 3亿元, not a year: the answer check refuses it.
+    assert answer.refused and answer.refusal_reason == "score" and "3亿元" in answer.candidate
 
 
 def test_date_cited_from_a_sentence_about_another_event_is_refused() -> None:
     from rag.answering import Answerer
-    from rag.config import GenerationConfig
-    from rag.refusal import RefusalPolicy
+    from rag.config import AnswerConfig, GenerationConfig
 
-    # The cited sentence has the team's name and a date, but dates a mudslide, not a founding (dev q0095).
-    docs = [passage(1, "2012年5月，岷县发生泥石流灾害，甘肃蓝天救援队开展现场救援。2020年2月，甘肃蓝天救援队发起消杀行动。",
-                    "甘肃蓝天救援队")]
+    # Invented: the cited sentence has the team's name and a date, but dates a flood, not a founding.
+    docs = [passage(1, "2015年7月，青禾县发生洪水，青禾救援队参与了现场救援。2021年3月，青禾救援队发起植树行动。",
+                    "青禾救援队")]
 
-    def ask(question: str, reply: str, policy: RefusalPolicy | None = None) -> Answer:
-        answerer = Answerer(lambda q, k: docs, GenerationConfig(), policy)
+    def ask(question: str, reply: str, answer: AnswerConfig | None = None) -> Answer:
+        answerer = Answerer(lambda q, k: docs, GenerationConfig(), answer)
         answerer._generators[("causal", GenerationConfig().model)] = ScriptedGenerator(reply)
         return answerer.ask(question)
 
-    assert ask("甘肃蓝天救援队是哪一年成立的？", "甘肃蓝天救援队于2012年5月成立[1]。").refused
-    answer = ask("甘肃蓝天救援队是哪一年发起消杀行动的？", "甘肃蓝天救援队于2020年2月发起消杀行动[1]。")
-    assert not answer.refused and "2020年2月" in answer.text and answer.citations[0].doc_id == "doc-001"
-    without = ask("甘肃蓝天救援队是哪一年成立的？", "甘肃蓝天救援队于2012年5月成立[1]。", RefusalPolicy(check_event=False))
-    assert not without.refused  # what the event check catches
+    assert ask("青禾救援队是哪一年成立的？", "青禾救援队于2015年7月成立[1]。").refused
+    answer = ask("青禾救援队是哪一年发起植树行动的？", "青禾救援队于2021年3月发起植树行动[1]。")
+    assert not answer.refused and "2021年3月" in answer.text and answer.citations[0].doc_id == "doc-001"
+    anything = ask("青禾救援队是哪一年成立的？", "青禾救援队于2015年7月成立[1]。", AnswerConfig(strictness=0.0))
+    assert not anything.refused  # the citation aligns: only the calibrated score refuses it
 
 
 def test_question_without_evidence_is_refused_without_model_call(rag: RAG) -> None:

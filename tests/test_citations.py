@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from rag.citations import key_tokens, render, split_answer, verify_answer
+from rag.verify.align import key_tokens, render, split_answer, verify_answer
 from rag.records import Chunk, Passage
 
 

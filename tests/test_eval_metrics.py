@@ -94,6 +94,69 @@ def test_f1_hand_computed() -> None:
     assert m.f1_score("148家", []) == 0.0
 
 
+def test_cmrc_segment_follows_the_official_script() -> None:
+    # CJK one token each; Latin/digit runs one token; the script's punctuation (and its NFKC forms) dropped.
+    assert m.cmrc_segment(" iPhone 12手机，共148家。") == ["iphone", "12", "手", "机", "共", "148", "家"]
+    assert m.cmrc_segment("《三体》-刘慈欣（2008）") == ["三", "体", "刘", "慈", "欣", "2008"]
+    assert m.cmrc_segment("共(148)家") == m.cmrc_segment("共（148）家") == ["共", "148", "家"]
+    # '.' is not in the script's list: nltk keeps it as a token after a word, inside a number it stays.
+    assert m.cmrc_segment("3.5 km.") == ["3.5", "km", "."]
+    assert m.cmrc_segment("？！") == []
+
+
+def test_cmrc_f1_hand_computed() -> None:
+    # 北/京/大/学 vs 北/京: common run 2 -> P 2/4, R 2/2 -> F1 2*0.5*1/1.5 = 2/3
+    assert m.cmrc_f1("北京大学", ["北京"]) == pytest.approx(2 / 3)
+    assert m.cmrc_f1("北京大学。", ["北京大学"]) == 1.0
+    # best over golds: 2009/年 vs 2009/年/6/月 -> P 1, R 1/2 -> 2/3; vs 2009/年 -> 1.0
+    assert m.cmrc_f1("2009年", ["2009年6月", "2009年"]) == 1.0
+    assert m.cmrc_f1("2009年", ["2009年6月"]) == pytest.approx(2 / 3)
+    # the run is contiguous (find_lcs): 家/共/148 vs 共/148/家 shares 共/148 -> P 2/3, R 2/3
+    assert m.cmrc_f1("家共148", ["共148家"]) == pytest.approx(2 / 3)
+    assert m.cmrc_f1("", ["北京"]) == m.cmrc_f1("北京", []) == m.cmrc_f1("上海", ["北京"]) == 0.0
+
+
+def test_gold_coverage_hand_computed() -> None:
+    # gold 倪子君 (3 chars) fully in order inside a longer, cited answer
+    assert m.gold_coverage("理事长是倪子君[1]。", ["倪子君"]) == 1.0
+    # gold 2009年6月 (normalised: 7 chars) in order with the 6 missing: LCS 6 -> 6/7
+    assert m.gold_coverage("成立于2009年月[2]", ["2009年6月"]) == pytest.approx(6 / 7)
+    assert m.coverage_correct("成立于2009年月", ["2009年6月"])  # 0.857 >= 0.8
+    # 20.9年 -> 209年 keeps 4 of 2009年's 5 chars in order: exactly the 0.8 threshold
+    assert m.gold_coverage("20.9年", ["2009年"]) == pytest.approx(0.8) and m.coverage_correct("20.9年", ["2009年"])
+    # out of order counts only the longest in-order part: 君子倪 vs 倪子君 -> 1/3
+    assert m.gold_coverage("君子倪", ["倪子君"]) == pytest.approx(1 / 3)
+    assert not m.coverage_correct("君子倪", ["倪子君"])
+    # the best gold wins; a citation marker inside a gold is not a character to find; empty golds ignored
+    assert m.gold_coverage("148家", ["一百四十八家", "148家[1]", ""]) == 1.0
+    assert m.gold_coverage("148家", []) == m.gold_coverage("", ["148家"]) == 0.0
+
+
+def _scored(score: float | None, correct: bool) -> dict:
+    return {"id": "x", "answerability": score, "metrics": {"candidate_correct": correct}}
+
+
+def test_risk_coverage_hand_computed() -> None:
+    items = [_scored(0.2, False), _scored(0.9, True), _scored(0.5, False), _scored(0.7, True)]
+    # answering by score: 0.9 T, 0.7 T, 0.5 F, 0.2 F
+    assert m.risk_coverage(items) == [(0.25, 1.0), (0.5, 1.0), (0.75, 2 / 3), (1.0, 0.5)]
+    summary = m.risk_coverage_summary(m.risk_coverage(items))
+    assert summary == pytest.approx({
+        "risk_coverage.auc": 0.25 * (1 + 1 + 2 / 3 + 0.5),
+        "risk_coverage.accuracy@0.5": 1.0, "risk_coverage.accuracy@0.8": 0.5, "risk_coverage.accuracy@1.0": 0.5,
+    })
+
+
+def test_risk_coverage_ties_and_missing_scores() -> None:
+    # a threshold cannot split tied scores: one cutoff after both 0.8s
+    tied = [_scored(0.9, True), _scored(0.8, True), _scored(0.8, False), _scored(0.1, False)]
+    assert m.risk_coverage(tied) == [(0.25, 1.0), (0.75, 2 / 3), (1.0, 0.5)]
+    assert m.risk_coverage_summary(m.risk_coverage(tied))["risk_coverage.accuracy@0.5"] == pytest.approx(2 / 3)
+    assert m.risk_coverage(tied + [_scored(None, True)]) == []
+    assert m.risk_coverage([{"id": "y", "metrics": {}}]) == [] and m.risk_coverage([]) == []
+    assert m.risk_coverage_summary([]) == {}
+
+
 def test_percentile_interpolates_and_handles_ties() -> None:
     assert m.percentile([40, 10, 30, 20], 50) == 25
     assert m.percentile([10, 20, 30, 40], 95) == pytest.approx(38.5)
@@ -113,7 +176,8 @@ def _retrieval(hit: float) -> dict:
 
 
 def _full(acc: float, cited: int, correct: int, refused: float) -> dict:
-    return {"answer.accuracy": acc, "answer.exact_match": acc, "answer.f1": acc, "citation.cited": cited,
+    return {"answer.accuracy": acc, "answer.exact_match": acc, "answer.f1": acc, "answer.cmrc_f1": acc,
+            "answer.coverage_accuracy": acc, "citation.cited": cited,
             "citation.correct": correct, "citation.supported": float(correct > 0), "refused": refused}
 
 
@@ -142,6 +206,20 @@ def test_aggregate_hand_computed() -> None:
     assert "by_type.unanswerable.answer.accuracy" not in out
 
 
+def test_aggregate_new_answer_metrics_and_risk_coverage() -> None:
+    out = m.aggregate(ITEMS)
+    assert out["answer.cmrc_f1"] == out["answer.coverage_accuracy"] == pytest.approx(2 / 3)
+    assert out["by_type.number.answer.cmrc_f1"] == 0.5
+    assert not any(k.startswith("risk_coverage.") for k in out)  # no answerability scores, no curve
+    scored = [dict(item, answerability=s, metrics={**item["metrics"], "candidate_correct": c})
+              for item, s, c in zip(ITEMS, (0.9, 0.3, 0.6, 0.5), (True, False, True, False))]
+    out = m.aggregate(scored)
+    # by score: a T, c T, d F, b F -> accuracy 1, 1, 2/3, 1/2
+    assert out["risk_coverage.auc"] == pytest.approx(0.25 * (1 + 1 + 2 / 3 + 0.5))
+    assert out["risk_coverage.accuracy@0.5"] == 1.0 and out["risk_coverage.accuracy@1.0"] == 0.5
+    assert "risk_coverage.auc" not in m.aggregate(scored, retrieval_only=True)
+
+
 def test_aggregate_retrieval_only_keys() -> None:
     out = m.aggregate(ITEMS, retrieval_only=True)
     assert all(k.split(".")[0] in {"retrieval", "latency", "count"} for k in out)
@@ -162,3 +240,26 @@ def test_aggregate_retrieval_only_keys() -> None:
 def test_aggregate_refuses_uncomputable_metrics(items: list, message: str) -> None:
     with pytest.raises(EvaluationError, match=message):
         m.aggregate(items)
+
+
+def test_report_draws_risk_coverage_only_with_scores(tmp_path) -> None:
+    from rag.evaluation.report import write_report
+
+    def item(qid: str, answerable: bool, score: float | None, correct: bool) -> dict:
+        return {"id": qid, "type": "span" if answerable else "unanswerable", "answerable": answerable,
+                "question": "问？", "gold_answers": ["甲"] if answerable else [], "short_answer": "甲",
+                "retrieved": [{"relevant": answerable}], "timings": {"retrieve_ms": 1.0, "total_ms": 2.0},
+                "answerability": score,
+                "metrics": {"answer.accuracy": float(correct), "refused": 0.0, "correct": correct, "candidate_correct": correct}}
+
+    items = [item("a", True, 0.9, True), item("b", True, 0.4, False), item("c", False, 0.2, False)]
+    config = {"eval": {"name": "t"}, "rag": {}}
+    metrics = {"answer.accuracy": 0.5, **m.risk_coverage_summary(m.risk_coverage(items))}
+    report = write_report(tmp_path, metrics, items, config).read_text(encoding="utf-8")
+    assert (tmp_path / "risk_coverage.png").read_bytes()[:4] == b"\x89PNG"
+    # curve (1/3, 1), (2/3, 1/2), (1, 1/3): area (1 + 1/2 + 1/3) / 3 = 0.611
+    assert "![risk-coverage curve](risk_coverage.png)" in report and "area under the curve 0.611" in report
+    unscored = tmp_path / "unscored"
+    unscored.mkdir()
+    report = write_report(unscored, metrics, [dict(i, answerability=None) for i in items], config).read_text(encoding="utf-8")
+    assert not (unscored / "risk_coverage.png").exists() and "risk_coverage.png" not in report

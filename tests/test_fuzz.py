@@ -7,7 +7,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from rag.chunking import chunk_documents, chunk_text, split_sentences
-from rag.citations import render, verify_answer
+from rag.verify.align import render, verify_answer
 from rag.normalize import normalize_text
 from rag.questions import clean_question
 from rag.records import Chunk, Document, Passage

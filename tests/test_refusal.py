@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from rag.refusal import answer_has_expected_type, asked_event, event_mentioned
+from rag.verify.checks import answer_has_expected_type, asked_event, event_mentioned
 
 
 @pytest.mark.parametrize(
@@ -15,7 +15,14 @@ from rag.refusal import answer_has_expected_type, asked_event, event_mentioned
         ("中国食用菌协会采购了多少吨香菇？", "采购了1400多吨。", True),
         ("组织了多少辆救护车？", "组织了7辆救护车。", True),
         ("组织了多少辆救护车？", "组织了救护车支援。", False),
-        ("共有多少名用户参与？", "共有3万人参与。", False),
+        ("共有多少名用户参与？", "共有3万人参与。", True),  # 名 and 人 count the same things
+        ("共有多少名用户参与？", "共有3万次访问。", False),
+        ("总预算是多少？", "总预算是300名。", False),
+        ("总预算是多少？", "总预算是300万元。", True),
+        ("项目投入了多少资金？", "投入资金1.5亿。", True),
+        ("张三是哪里人？", "张三是浙江省温州市人。", True),
+        ("谁是总导演？", "总导演由剧组决定。", False),
+        ("谁是总导演？", "总导演是李四。", True),
         ("联合倡议叫什么名字？", "倡议名为“携手抗疫·成就无悔青春”。", True),
         ("接触者追踪计算框架叫什么名字？", "框架叫“接触者追踪计算框架”。", False),
         ("接触者追踪计算框架叫什么名字？", "框架叫《接触者追踪计算框架》。", False),

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from rag.answering import REFUSAL_TEXT
+from rag.generation import REFUSAL
 from rag.build import build_index
 from rag.pipeline import RAG
 from rag.records import Answer
@@ -74,7 +74,7 @@ def test_injected_passages_are_retrieved(hostile_rag: RAG) -> None:
 def test_invented_number_from_injection_is_refused(hostile_rag: RAG) -> None:
     # inj-num asks for "ten times the amount": 30亿元 is in no passage.
     answer = _obey(hostile_rag, "腾讯基金会计划出资30亿元。")
-    assert answer.refused and answer.text == REFUSAL_TEXT and answer.citations == ()
+    assert answer.refused and answer.text == REFUSAL and answer.citations == ()
 
 
 def test_injected_sentence_is_dropped_and_legit_answer_kept(hostile_rag: RAG) -> None:

@@ -13,21 +13,19 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from rag.errors import RagError
 from rag.normalize import is_cjk
+from rag.verify.checks import REFUSAL_CUES
 
 _PUNCT_OR_SPACE = re.compile(r"[\s\W_]+", re.UNICODE)
 # [1], [1][2], [1, 2], 【1】 and full-width ［１］ (NFKC folds the last into [1]).
 _CITATION_MARKER = re.compile(r"[\[【]\s*\d+(?:\s*[,，、]\s*\d+)*\s*[\]】]")
 _SENTENCE = re.compile(r"[^。！？!?\n]*[。！？!?\n]?")
-# Phrases that mark a sentence as "the documents do not say": such a sentence
-# is not part of the short answer and is removed before scoring.
-REFUSAL_CUES = (
-    "无法回答", "无法根据", "无法确定", "无法从", "不能回答", "没有找到", "未找到", "找不到",
-    "没有提到", "未提到", "没有提及", "未提及", "没有提供", "未提供", "没有相关", "没有足够",
-    "资料中没有", "文档中没有", "材料中没有", "不知道",
-)
 RETRIEVAL_KS = (1, 3, 5, 10)
 RETRIEVAL_DEPTH = 10
-ANSWER_METRICS = ("answer.accuracy", "answer.exact_match", "answer.f1")
+ANSWER_METRICS = ("answer.accuracy", "answer.exact_match", "answer.f1", "answer.cmrc_f1", "answer.coverage_accuracy")
+#: A prediction is "coverage-correct" when it holds this share of a gold answer's characters in order.
+COVERAGE_CORRECT = 0.8
+#: Coverages at which metrics.json reports the risk-coverage curve's accuracy.
+RISK_COVERAGE_POINTS = (0.5, 0.8, 1.0)
 RETRIEVAL_METRICS = tuple(f"retrieval.hit@{k}" for k in RETRIEVAL_KS) + ("retrieval.mrr@10", "retrieval.ndcg@10")
 
 
@@ -148,6 +146,152 @@ def f1_score(prediction: str, answers: Sequence[str]) -> float:
     return best
 
 
+# The official CMRC 2018 script's punctuation list (cmrc2018_evaluate.py, v5). Its '……' is two
+# characters and so never matches one character; it is kept as written to score as the script does.
+CMRC_PUNCTUATION = frozenset([
+    "-", ":", "_", "*", "^", "/", "\\", "~", "`", "+", "=",
+    "，", "。", "：", "？", "！", "“", "”", "；", "’", "《", "》", "……", "·", "、",
+    "「", "」", "（", "）", "－", "～", "『", "』",
+])
+# Scored answers are NFKC-folded (short_answer), which turns the script's full-width '，？！；（）'
+# into ASCII; dropping those images too scores a folded answer as the script scores the raw one.
+_CMRC_DROPPED = CMRC_PUNCTUATION | {unicodedata.normalize("NFKC", c) for c in CMRC_PUNCTUATION if len(c) == 1}
+# Stands in for nltk.word_tokenize on the script's non-Chinese runs: words and numbers
+# (with inner . , ' as in "3.5", "1,000", "don't") are tokens, other symbols one token each.
+_LATIN_TOKEN = re.compile(r"\w+(?:[.,'’]\w+)*|[^\w\s]")
+
+
+def cmrc_segment(text: str) -> list[str]:
+    """Tokens as the official CMRC 2018 script segments an answer (``rm_punc=True``).
+
+    Lower-cased and stripped; characters in :data:`CMRC_PUNCTUATION` (and their
+    NFKC forms, see ``_CMRC_DROPPED``) are dropped;
+    each character in U+4E00..U+9FA5 is one token; the text between them is
+    word-tokenized (runs of Latin letters/digits are one token). Unlike
+    :func:`segment`, no NFKC folding: the script scores the strings as given.
+    """
+    tokens: list[str] = []
+    run = ""
+    for ch in (text or "").lower().strip():
+        if ch in _CMRC_DROPPED:
+            continue
+        if "\u4e00" <= ch <= "\u9fa5":
+            tokens.extend(_LATIN_TOKEN.findall(run))
+            run = ""
+            tokens.append(ch)
+        else:
+            run += ch
+    tokens.extend(_LATIN_TOKEN.findall(run))
+    return tokens
+
+
+def cmrc_f1(prediction: str, golds: Sequence[str]) -> float:
+    """The official CMRC 2018 F1 of one prediction, best over the gold answers.
+
+    Reimplements ``calc_f1_score`` of ymcui/cmrc2018 ``cmrc2018_evaluate.py``:
+    mixed segmentation (:func:`cmrc_segment`), the longest common *contiguous*
+    token run ``l`` (the script's ``find_lcs``), precision ``l/len(pred)``,
+    recall ``l/len(gold)``. Example: ``cmrc_f1("北京大学", ["北京"])`` is
+    P 0.5, R 1, F1 2/3. No gold answers score 0.0 (the script would fail).
+    """
+    pred = cmrc_segment(prediction)
+    best = 0.0
+    for gold in golds:
+        tokens = cmrc_segment(gold)
+        common = _longest_common_run(tokens, pred)
+        if common:
+            p, r = common / len(pred), common / len(tokens)
+            best = max(best, 2 * p * r / (p + r))
+    return best
+
+
+def _lcs_length(a: str, b: str) -> int:
+    """Length of the longest common subsequence (in order, gaps allowed) of two strings."""
+    if len(a) < len(b):
+        a, b = b, a
+    prev = [0] * (len(b) + 1)
+    for x in a:
+        cur = [0]
+        for j, y in enumerate(b, start=1):
+            cur.append(prev[j - 1] + 1 if x == y else max(prev[j], cur[j - 1]))
+        prev = cur
+    return prev[-1]
+
+
+def gold_coverage(prediction: str, golds: Sequence[str]) -> float:
+    """The largest share, over the gold answers, of a gold's characters that the
+    prediction holds in order: LCS(prediction, gold) / len(gold).
+
+    Both sides have citation markers ([1], 【2】) removed, then go through
+    :func:`normalize_answer`. A long answer that quotes the gold whole covers it
+    fully (1.0); "2009年成立" against gold "2009年" is 1.0, "209年" is 4/5.
+    Empty golds are ignored; no usable gold scores 0.0.
+    """
+    pred = normalize_answer(_CITATION_MARKER.sub("", unicodedata.normalize("NFKC", prediction or "")))
+    best = 0.0
+    for gold in golds:
+        norm = normalize_answer(_CITATION_MARKER.sub("", unicodedata.normalize("NFKC", gold or "")))
+        if norm:
+            best = max(best, _lcs_length(pred, norm) / len(norm))
+    return best
+
+
+def coverage_correct(prediction: str, golds: Sequence[str]) -> bool:
+    """True when :func:`gold_coverage` reaches :data:`COVERAGE_CORRECT` (0.8)."""
+    return gold_coverage(prediction, golds) >= COVERAGE_CORRECT
+
+
+def risk_coverage(items: Sequence[Mapping[str, Any]]) -> list[tuple[float, float]]:
+    """Selective-answering curve: ``(coverage, accuracy)`` at each score cutoff.
+
+    Items are prediction records with ``answerability`` (higher: more confident
+    the question should be answered) and ``metrics["candidate_correct"]`` (the
+    candidate answer before the refuse/answer threshold is right; False for an
+    unanswerable question). Answering the items scored at or above a cutoff,
+    coverage is the share answered and accuracy the share of those that are
+    correct. Tied scores cannot be separated by a threshold, so a cutoff lies
+    only between different scores. Returns ``[]`` (no curve) when there are no
+    items or any item lacks a score or ``candidate_correct``.
+    """
+    scored = []
+    for item in items:
+        score = item.get("answerability")
+        correct = (item.get("metrics") or {}).get("candidate_correct")
+        if score is None or correct is None or not math.isfinite(float(score)):
+            return []
+        scored.append((float(score), bool(correct)))
+    scored.sort(key=lambda pair: -pair[0])
+    curve: list[tuple[float, float]] = []
+    right = 0
+    for n, (score, correct) in enumerate(scored, start=1):
+        right += correct
+        if n == len(scored) or scored[n][0] != score:
+            curve.append((n / len(scored), right / n))
+    return curve
+
+
+def risk_coverage_summary(curve: Sequence[tuple[float, float]]) -> dict[str, float]:
+    """``risk_coverage.auc`` and ``risk_coverage.accuracy@<c>`` keys for a curve.
+
+    The area is that of the step function holding each cutoff's accuracy over
+    the coverage it adds (with distinct scores: the mean accuracy over answering
+    the top 1, 2, ..., n). ``accuracy@c`` is the accuracy at the smallest
+    coverage reaching ``c``. No curve gives no keys.
+    """
+    if not curve:
+        return {}
+    out = {"risk_coverage.auc": 0.0}
+    previous = 0.0
+    for coverage, accuracy in curve:
+        out["risk_coverage.auc"] += (coverage - previous) * accuracy
+        previous = coverage
+    for point in RISK_COVERAGE_POINTS:
+        reached = next((acc for cov, acc in curve if cov >= point - 1e-9), None)
+        if reached is not None:
+            out[f"risk_coverage.accuracy@{point}"] = reached
+    return out
+
+
 def percentile(values: Sequence[float], q: float) -> float:
     """The q-th percentile with linear interpolation between ranks (numpy's default)."""
     if not values:
@@ -215,6 +359,7 @@ def aggregate(items: Sequence[Mapping[str, Any]], retrieval_only: bool = False) 
     out["citation.recall"] = _mean(_values(answerable, "citation.supported"), "citation.recall", "answerable")
     out["refusal.recall"] = _mean(_values(unanswerable, "refused"), "refusal.recall", "unanswerable")
     out["refusal.false_rate"] = _mean(_values(answerable, "refused"), "refusal.false_rate", "answerable")
+    out.update(risk_coverage_summary(risk_coverage(items)))
     for qtype in sorted({i["type"] for i in items}):
         group = [i for i in items if i["type"] == qtype]
         out[f"by_type.{qtype}.count"] = len(group)

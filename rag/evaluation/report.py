@@ -13,7 +13,8 @@ from rag.evaluation import metrics as m
 
 logger = logging.getLogger(__name__)
 
-PLOTS = {"by_type": "by_type.png", "hit_at_k": "hit_at_k.png", "latency": "latency.png"}
+PLOTS = {"by_type": "by_type.png", "hit_at_k": "hit_at_k.png", "latency": "latency.png",
+         "risk_coverage": "risk_coverage.png"}
 
 
 def by_type_key(retrieval_only: bool) -> str:
@@ -83,6 +84,24 @@ def plot_latency(path: Path, items: Sequence[Mapping[str, Any]], retrieval_only:
     fig.savefig(path)
 
 
+def plot_risk_coverage(path: Path, curve: Sequence[tuple[float, float]]) -> None:
+    """Accuracy of the answered questions against the share answered, by answerability cutoff."""
+    fig = _figure()
+    ax = fig.add_subplot()
+    coverage = [0.0] + [c for c, _ in curve]
+    accuracy = [curve[0][1]] + [a for _, a in curve]
+    ax.step(coverage, accuracy, where="pre", color="#c44e52")
+    ax.plot(coverage[1:], accuracy[1:], "o", color="#c44e52", markersize=3)
+    ax.set_xlim(0, 1.02)
+    ax.set_ylim(0, 1.05)
+    ax.set_xlabel("coverage (share of questions answered)")
+    ax.set_ylabel("accuracy of answered")
+    ax.set_title("risk-coverage by answerability score")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path)
+
+
 def _fmt(key: str, value: float) -> str:
     if key.startswith("count.") or key.endswith(".count"):
         return str(int(value))
@@ -130,6 +149,12 @@ def render_report(metrics: Mapping[str, float], items: Sequence[Mapping[str, Any
     lines += _table([f"k={k}" for k in range(1, len(curve) + 1)], [[f"{v:.3f}" for v in curve]])
     lines += ["", f"![hit@k curve]({PLOTS['hit_at_k']})", "", "## Latency", ""]
     lines += [f"![latency histogram]({PLOTS['latency']})"]
+    if not retrieval_only and m.risk_coverage(items):
+        auc = metrics.get("risk_coverage.auc")
+        lines += ["", "## Risk–coverage", ""]
+        lines += [f"Questions answered in order of answerability score; area under the curve "
+                  f"{auc:.3f}." if auc is not None else "Questions answered in order of answerability score."]
+        lines += ["", f"![risk-coverage curve]({PLOTS['risk_coverage']})"]
 
     misses = [i for i in items if i["answerable"] and not any(r["relevant"] for r in i["retrieved"])]
     lines += ["", f"## Answerable questions with no relevant passage in the top {m.RETRIEVAL_DEPTH} ({len(misses)})", ""]
@@ -143,7 +168,8 @@ def render_report(metrics: Mapping[str, float], items: Sequence[Mapping[str, Any
 
 
 def write_report(run_dir: Path, metrics: Mapping[str, float], items: Sequence[Mapping[str, Any]], config: Mapping[str, Any]) -> Path:
-    """Write ``report.md`` and the three plots into ``run_dir``."""
+    """Write ``report.md`` and its plots into ``run_dir`` (the risk-coverage plot only
+    when the predictions carry answerability scores)."""
     retrieval_only = bool(config.get("eval", {}).get("retrieval_only"))
     plot_key = by_type_key(retrieval_only)
     values = m.mean_by_type(items, plot_key)
@@ -151,6 +177,9 @@ def write_report(run_dir: Path, metrics: Mapping[str, float], items: Sequence[Ma
     plot_by_type(run_dir / PLOTS["by_type"], values, counts, plot_key)
     plot_hit_curve(run_dir / PLOTS["hit_at_k"], hit_curve(items))
     plot_latency(run_dir / PLOTS["latency"], items, retrieval_only)
+    curve = [] if retrieval_only else m.risk_coverage(items)
+    if curve:
+        plot_risk_coverage(run_dir / PLOTS["risk_coverage"], curve)
     path = run_dir / "report.md"
     path.write_text(render_report(metrics, items, config), encoding="utf-8")
     return path

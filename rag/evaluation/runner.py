@@ -148,14 +148,23 @@ def evaluate_question(rag: Answerer, q: EvalQuestion, retrieval_only: bool, top_
         short = m.short_answer(answer.text)
         cited = _cited_passages(q, answer)
         correct = sum(1 for c in cited if c["contains_answer"])
-        record.update(answer=answer.text, short_answer=short, refused=answer.refused, cited=cited,
-                      context=[p.chunk_id for p in answer.passages])
+        record.update(answer=answer.text, raw=answer.raw, short_answer=short, refused=answer.refused, cited=cited,
+                      context=[p.chunk_id for p in answer.passages], candidate=answer.candidate,
+                      answerability=answer.score, refusal_reason=answer.refusal_reason,
+                      signals=answer.signals)
         scores["refused"] = 1.0 if answer.refused else 0.0
+        # Whether the answer before the answer check's threshold is right (never for an
+        # unanswerable question): the risk-coverage curve and the check's fitting use it.
+        candidate = m.short_answer(answer.candidate)
+        scores["candidate_correct"] = bool(q.answerable and candidate and (
+            m.contains_answer(candidate, q.answers) or m.gold_coverage(candidate, q.answers) >= m.COVERAGE_CORRECT))
         if q.answerable:
             scores.update({
                 "answer.accuracy": m.answer_accuracy(short, q.answers),
                 "answer.exact_match": m.exact_match(short, q.answers),
                 "answer.f1": m.f1_score(short, q.answers),
+                "answer.cmrc_f1": m.cmrc_f1(short, q.answers),
+                "answer.coverage_accuracy": 1.0 if m.coverage_correct(short, q.answers) else 0.0,
                 "citation.cited": len(cited), "citation.correct": correct,
                 "citation.precision": correct / len(cited) if cited else None,
                 "citation.supported": 1.0 if correct else 0.0,

@@ -1,7 +1,8 @@
-"""Evidence checks that decide when to refuse instead of answering.
+"""Explainable signals of whether an answer answers the question.
 
 Small local models answer every question, so refusal cannot come from the
-model's goodwill. Four checks, each cheap and explainable:
+model's goodwill. These checks are signals that ``rag.verify.answerability``
+combines into one calibrated score (none refuses on its own):
 
 - *evidence*: the best passage must cover enough of the question's bigrams;
 - *subject*: the entity the question is about must occur in a cited passage
@@ -19,7 +20,6 @@ model's goodwill. Four checks, each cheap and explainable:
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from typing import Sequence
 
 from rag.records import Passage
@@ -30,6 +30,7 @@ _MEASURES = "家名人个吨辆件次所项批份台套支条位场倍只架箱�
 _YEAR_Q = re.compile(r"哪一?年|何年|什么年份")
 _DATE_Q = re.compile(r"哪一?天|哪日|何时|什么时候|什么时间|哪个月|几月|几号|几日")
 _COUNT_Q = re.compile(rf"(?:多少|几)([{_MEASURES}])")
+_SAME_MEASURE = ("名人位户", "家所个", "件项个", "辆台架")
 _NAME_Q = re.compile(r"叫什么|什么名字|名称是什么|名字是什么|称为什么|名为什么")
 _NAMED = re.compile(r"“([^”]{2,})”|《([^》]{2,})》|「([^」]{2,})」|\"([^\"]{2,})\"")
 _YEAR_A = re.compile(r"\d{4}\s*年|[零〇一二三四五六七八九]{4}年")
@@ -45,17 +46,91 @@ _EVENT_SYNONYMS = (
 )
 
 
-@dataclass(frozen=True)
-class RefusalPolicy:
-    """Thresholds calibrated on the dev set (README, "Measurements")."""
+#: Phrases that mark a sentence as "the documents do not say" (one list: the pipeline's
+#: explicit-refusal test and the evaluation's short answer both use it).
+REFUSAL_CUES = (
+    "无法回答", "无法根据", "无法确定", "无法从", "不能回答", "没有找到", "未找到", "找不到",
+    "没有提到", "未提到", "没有提及", "未提及", "没有提供", "未提供", "没有相关", "没有足够",
+    "资料中没有", "文档中没有", "材料中没有", "不知道",
+)
 
-    min_evidence: float = 0.5  # share of question bigrams found in the best passage
-    min_support: float = 0.5  # share of an answer sentence's bigrams found in its passage
-    min_grounding: float = 0.5  # share of question bigrams found in the cited passages
-    check_subject: bool = False  # measured: too many false refusals (subject phrasing varies)
-    check_answer_type: bool = True
-    check_event: bool = True  # a date question's verb must be in a cited sentence
-    rescue_explicit_refusals: bool = True  # retry extractively when the model says it cannot answer
+_MONEY_Q = re.compile(
+    r"(?:多少|几)(?:钱|元|万元|亿元|美元|资金|金额)"
+    r"|(?:金额|资金|款|预算|费用|价格|经费|出资|捐赠|捐款|募集|筹集|投入|投资|销售额|营收|收入)[^，。？]{0,8}(?:多少|几)"
+)
+_MONEY_A = re.compile(
+    rf"{_NUM}+(?:[.,]\d+)?\s*[多余]?[万亿千百]?[多余]?\s*(?:元|美元|欧元|英镑|日元|港元|港币|块|镑|円|圆)"
+    rf"|{_NUM}+(?:[.,]\d+)?\s*[多余]?[万亿]"
+)
+_QUANTITY_Q = re.compile(r"多少|几[^乎]|多大|多长|多高|多远|多重|多久|第几|百分之|比例|比率")
+_NUMBER_A = re.compile(rf"{_NUM}|[半几数]")
+_PERSON_Q = re.compile(r"谁|哪位|何人|什么人|哪个人|哪些人")
+_PLACE_Q = re.compile(r"哪里|哪儿|何处|何地|什么地方|哪个(?:国家|城市|省|地区|地方)|哪座|哪国|哪省|哪市|籍贯|位于哪|在哪")
+_PLACE_A = re.compile(r"[省市县区镇乡村州国洲山河湖岛港湾街路道洋海岸部]")
+
+#: Answer types a question can ask for; ``expected_type`` returns one of them or "".
+ANSWER_TYPES = ("year", "date", "count", "money", "quantity", "name", "person", "place")
+
+
+def expected_type(question: str) -> str:
+    """The kind of answer ``question`` asks for (see ANSWER_TYPES), or "" when it does not say."""
+    if _YEAR_Q.search(question):
+        return "year"
+    if _DATE_Q.search(question):
+        return "date"
+    if _COUNT_Q.search(question):
+        return "count"
+    if _MONEY_Q.search(question):
+        return "money"
+    if _NAME_Q.search(question):
+        return "name"
+    if _PERSON_Q.search(question):
+        return "person"
+    if _PLACE_Q.search(question):
+        return "place"
+    if _QUANTITY_Q.search(question):
+        return "quantity"
+    return ""
+
+
+def answer_has_expected_type(question: str, answer: str) -> bool:
+    """False when ``answer`` lacks what the question asks for: a year, a date, a count with
+    its measure word, an amount of money, a number, a name that is not the question read
+    back, a person or a place. True when the question asks for nothing checkable."""
+    kind = expected_type(question)
+    if kind == "year":
+        return bool(_YEAR_A.search(answer))
+    if kind == "date":
+        return bool(_DATE_A.search(answer))
+    if kind == "count":
+        m = _COUNT_Q.search(question)
+        # Measure words that count the same things ("多少名用户" is answered by "3万人").
+        measures = next((group for group in _SAME_MEASURE if m and m.group(1) in group), m.group(1) if m else "")
+        return bool(m and re.search(rf"{_NUM}+[多余]?[万亿千百]?[多余]?\s*[{measures}]", answer))
+    if kind == "money":
+        return bool(_MONEY_A.search(answer))
+    if kind == "quantity":
+        return bool(_NUMBER_A.search(answer))
+    if kind == "name":
+        # A quoted or bracketed name must not be the question's own words read back.
+        qb = bigrams(question)
+        names = ["".join(g) for g in _NAMED.findall(answer)]
+        return not names or any(len(bigrams(n) - qb) > len(bigrams(n)) / 2 for n in names)
+    if kind in ("person", "place"):
+        new = "".join(ch for ch in answer if ch not in question)  # what the answer adds to the question
+        if kind == "place":
+            return bool(_PLACE_A.search(new)) or _has_tag(new, ("ns",))
+        return bool(re.search(r"[A-Za-z]|·", new)) or _has_tag(new, ("nr", "nt", "nrt", "nrfg"))
+    return True
+
+
+def _has_tag(text: str, tags: tuple[str, ...]) -> bool:
+    """Whether jieba's tagger gives some word of ``text`` one of ``tags``."""
+    if not text.strip():
+        return False
+    import jieba.posseg  # jieba is already the BM25 tokenizer
+
+    return any(w.flag in tags for w in jieba.posseg.lcut(text))
 
 
 def evidence(question: str, passages: Sequence[Passage]) -> float:
@@ -81,23 +156,6 @@ def subject_found(subject: str, passages: Sequence[Passage]) -> bool:
         return True
     needle = re.sub(r"\s+", "", subject).lower()
     return any(needle in re.sub(r"\s+", "", p.chunk.with_context).lower() for p in passages)
-
-
-def answer_has_expected_type(question: str, answer: str) -> bool:
-    """False when the question asks for a year, date or count that ``answer`` lacks."""
-    if _YEAR_Q.search(question):
-        return bool(_YEAR_A.search(answer))
-    if _DATE_Q.search(question):
-        return bool(_DATE_A.search(answer))
-    m = _COUNT_Q.search(question)
-    if m:
-        return bool(re.search(rf"{_NUM}+[多余]?[万亿千百]?[多余]?\s*{m.group(1)}", answer))
-    if _NAME_Q.search(question):
-        # A quoted or bracketed name must not be the question's own words read back.
-        qb = bigrams(question)
-        names = ["".join(g) for g in _NAMED.findall(answer)]
-        return not names or any(len(bigrams(n) - qb) > len(bigrams(n)) / 2 for n in names)
-    return True
 
 
 def asked_event(question: str) -> str:

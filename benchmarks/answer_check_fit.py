@@ -1,0 +1,51 @@
+"""Fit the answer check's model (rag/verify/model.json) on tune-split evaluation runs.
+
+    rag eval --questions eval/sets/default/tune.jsonl --index-dir index/eval-default \
+        --config benchmarks/tune_runs.toml --out eval/runs/tune-default
+    rag eval --questions eval/sets/cmrc/tune.jsonl --index-dir index/eval-cmrc \
+        --config benchmarks/tune_runs.toml --out eval/runs/tune-cmrc
+    python benchmarks/answer_check_fit.py default=eval/runs/tune-default cmrc=eval/runs/tune-cmrc --write
+
+Prints the fitted weights, the threshold and min_evidence with the tune figures
+per corpus, and writes benchmarks/results/answer_check_fit.json. Only tune runs
+belong here: the check splits are for `rag eval` reports.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from rag.verify.answerability import FEATURES, MODEL_PATH
+from rag.verify.fit import fit, fit_min_evidence, read_rows, write_model
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("runs", nargs="+", help="CORPUS=RUN_DIR of a tune-split run")
+    ap.add_argument("--c", type=float, default=1.0, help="inverse regularisation strength")
+    ap.add_argument("--write", action="store_true", help=f"write {MODEL_PATH}")
+    ap.add_argument("--out", default="benchmarks/results/answer_check_fit.json")
+    args = ap.parse_args()
+    rows, sources = [], []
+    for item in args.runs:
+        corpus, run = item.split("=", 1)
+        config = json.loads((Path(run) / "config.json").read_text(encoding="utf-8"))
+        questions = config["eval"].get("questions_file", "")
+        if "tune" not in Path(questions).name:
+            raise SystemExit(f"{run} was run on {questions!r}, not a tune split: fit on tune only")
+        rows += read_rows(run, corpus)
+        sources.append(f"{corpus}: {questions} ({run})")
+    model, summary = fit(rows, c=args.c)
+    min_evidence = fit_min_evidence(rows)
+    report = {"weights": dict(zip(FEATURES, [round(w, 4) for w in model.weights])), "intercept": round(model.intercept, 4),
+              "min_evidence": min_evidence, **summary, "sources": sources}
+    print(json.dumps(report, ensure_ascii=False, indent=1))
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(report, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
+    if args.write:
+        write_model(model, MODEL_PATH, "tune splits: " + "; ".join(sources))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,138 @@
+"""One calibrated answerability score from explainable signals.
+
+``features`` turns a question, its passages, the verified candidate answer and
+the extractive reader's answer into a few numbers, each in [0, 1]. A logistic
+regression fitted on the *tune* splits of both development corpora
+(``rag/verify/fit.py``) turns them into P(the answer is right). The model is a
+small JSON file beside this module (``model.json``): its feature names, weights,
+intercept, the threshold fitted with it, and what it was fitted on. Read it to
+see what the check believes; ``answer.strictness`` in ``Config`` moves the
+threshold along the risk-coverage curve.
+"""
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Sequence
+
+from rag.chunking import split_sentences
+from rag.errors import ConfigError
+from rag.records import Citation, Passage
+from rag.rewrite import subject_of
+from rag.textsim import bigrams, question_core
+from rag.verify.checks import answer_has_expected_type, event_mentioned, evidence, expected_type
+
+MODEL_PATH = Path(__file__).with_name("model.json")
+MODEL_VERSION = 1
+
+#: The signals, in the order of the model's weights.
+FEATURES = (
+    "evidence",         # share of the question's bigrams found in the best passage
+    "top_dense",        # cosine similarity of the first passage to the question (0 if none)
+    "quote_question",   # share of the question's bigrams in the cited sentence and the sentences beside it
+    "quote_subject",    # share of the question subject's bigrams there (or in the passage title)
+    "align",            # share of the answer's own words (those not in the question) found in the quote
+    "answer_new",       # share of the answer's bigrams that are not the question's
+    "answer_len",       # length of what the answer adds, log-scaled to [0, 1]
+    "type_known",       # the question asks for a checkable kind of answer (year, count, person…)
+    "type_ok",          # … and the answer holds it
+    "event_ok",         # a date question's event is mentioned by the cited sentence
+    "agree",            # the extractive reader picked (nearly) the same sentence
+    "explicit_refusal", # the generator said it could not answer (the extractive answer is the candidate)
+    "dropped",          # share of the generator's sentences that no passage supports
+)
+
+
+@dataclass(frozen=True)
+class AnswerabilityModel:
+    """Logistic regression over :data:`FEATURES`, with the threshold fitted beside it."""
+
+    weights: tuple[float, ...]
+    intercept: float
+    threshold: float
+    features: tuple[str, ...] = FEATURES
+    fitted_on: str = ""
+
+    def score(self, values: dict[str, float]) -> float:
+        z = self.intercept + sum(w * values.get(name, 0.0) for w, name in zip(self.weights, self.features))
+        return 1.0 / (1.0 + math.exp(-max(-30.0, min(30.0, z))))
+
+    def to_dict(self) -> dict:
+        return {"version": MODEL_VERSION, "features": list(self.features), "weights": [round(w, 6) for w in self.weights],
+                "intercept": round(self.intercept, 6), "threshold": round(self.threshold, 4), "fitted_on": self.fitted_on}
+
+
+def load_model(path: str | Path = "") -> AnswerabilityModel:
+    """The answerability model at ``path`` (default: the bundled ``model.json``)."""
+    return _load(str(path or MODEL_PATH))
+
+
+@lru_cache(maxsize=4)
+def _load(path: str) -> AnswerabilityModel:
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as e:
+        raise ConfigError(f"cannot read the answerability model {path}: {e}; set answer.model to a file written by rag/verify/fit.py, or leave it empty for the bundled one") from e
+    if data.get("version") != MODEL_VERSION or tuple(data.get("features", ())) != FEATURES:
+        raise ConfigError(f"answerability model {path} was fitted for other features (version {data.get('version')}); refit it with benchmarks/answer_check_fit.py")
+    return AnswerabilityModel(weights=tuple(float(w) for w in data["weights"]), intercept=float(data["intercept"]),
+                              threshold=float(data["threshold"]), fitted_on=str(data.get("fitted_on", "")))
+
+
+def _window(passage: Passage, citation: Citation) -> str:
+    """The quoted span with the sentence before and after it."""
+    spans = split_sentences(passage.text)
+    inside = [i for i, (s, e) in enumerate(spans) if s < citation.end and e > citation.start]
+    if not inside:
+        return citation.quote
+    lo, hi = max(0, inside[0] - 1), min(len(spans) - 1, inside[-1] + 1)
+    return passage.text[spans[lo][0] : spans[hi][1]]
+
+
+def _share(part: set[str], whole: set[str]) -> float:
+    return len(part & whole) / len(part) if part else 1.0
+
+
+def features(
+    question: str, passages: Sequence[Passage], answer: str, citations: Sequence[Citation],
+    extractive: Sequence[Citation] = (), explicit_refusal: bool = False, dropped: float = 0.0,
+) -> dict[str, float]:
+    """The signals of :data:`FEATURES` for a verified ``answer`` (markers removed) and its ``citations``."""
+    core = bigrams(question_core(question))
+    qb = bigrams(question)
+    ab = bigrams(answer)
+    own = ab - qb
+    subject = bigrams(subject_of(question))
+    windows = [_window(passages[c.marker - 1], c) for c in citations if 0 < c.marker <= len(passages)]
+    titles = [passages[c.marker - 1].title for c in citations if 0 < c.marker <= len(passages)]
+    window_b = set().union(*(bigrams(w) for w in windows)) if windows else set()
+    quote_b = set().union(*(bigrams(c.quote) for c in citations)) if citations else set()
+    kind = expected_type(question)
+    new_chars = len(re.sub(r"[\s\W_]+", "", "".join(ch for ch in answer if ch not in question)))
+    agree = 0.0
+    for c in citations:
+        for e in extractive:
+            if e.chunk_id == c.chunk_id and e.start < c.end and e.end > c.start:
+                agree = 1.0
+    if not agree and extractive and own:
+        agree = _share(own, set().union(*(bigrams(e.quote) for e in extractive)))
+    top = passages[0].dense_score if passages and passages[0].dense_score is not None else 0.0
+    return {
+        "evidence": evidence(question, passages),
+        "top_dense": max(0.0, float(top)),
+        "quote_question": _share(core, window_b) if core else 0.0,
+        "quote_subject": _share(subject, window_b | set().union(*(bigrams(t) for t in titles))) if subject else 1.0,
+        "align": _share(own, quote_b) if own else 0.0,
+        "answer_new": len(own) / len(ab) if ab else 0.0,
+        "answer_len": min(1.0, math.log1p(new_chars) / math.log1p(60)),
+        "type_known": 1.0 if kind else 0.0,
+        "type_ok": 1.0 if kind and answer_has_expected_type(question, answer) else 0.0,
+        "event_ok": 1.0 if event_mentioned(question, [w for w in windows]) else 0.0,
+        "agree": agree,
+        "explicit_refusal": 1.0 if explicit_refusal else 0.0,
+        "dropped": dropped,
+    }

@@ -1,0 +1,120 @@
+"""Fit the answerability model on evaluation runs of the *tune* splits.
+
+Input: run folders written by ``rag eval`` (``predictions.jsonl`` holds, per
+question, the answer check's ``signals``, the candidate answer and whether it
+is right). Runs must be made with ``answer.min_evidence = 0`` so that every
+question has a candidate.
+
+- The model: a logistic regression (scikit-learn) on :data:`FEATURES`, every
+  corpus given the same total weight, so a small corpus counts as much as a big one.
+- The threshold: the one that maximises, averaged over corpora, the utility
+  ``(right answers + refused unanswerable questions - WRONG_COST * wrong answers) / questions``.
+  A wrong answer costs more than a refusal: a refusal is honest, a wrong answer misleads.
+- ``min_evidence``: the largest value on a grid that drops at most
+  ``MAX_LOST`` of each corpus's right candidates before generation.
+
+Only tune runs may be given; the report on check comes from ``rag eval`` runs.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+from rag.verify.answerability import FEATURES, AnswerabilityModel
+
+logger = logging.getLogger(__name__)
+
+WRONG_COST = 0.5
+MAX_LOST = 0.01
+EVIDENCE_GRID = tuple(round(0.05 * i, 2) for i in range(0, 11))
+
+
+@dataclass(frozen=True)
+class Row:
+    corpus: str
+    answerable: bool
+    has_candidate: bool
+    right: bool
+    signals: dict[str, float]
+
+
+def read_rows(run_dir: str | Path, corpus: str) -> list[Row]:
+    rows = []
+    with open(Path(run_dir) / "predictions.jsonl", encoding="utf-8") as f:
+        for line in f:
+            item = json.loads(line)
+            signals = item.get("signals") or {}
+            rows.append(Row(corpus=corpus, answerable=bool(item["answerable"]), has_candidate=bool(item.get("candidate")),
+                            right=bool(item["metrics"].get("candidate_correct")), signals=signals))
+    return rows
+
+
+def utility(rows: Sequence[Row], answered: Sequence[bool]) -> float:
+    """Mean utility of answering ``answered`` (see the module notes)."""
+    total = 0.0
+    for row, yes in zip(rows, answered):
+        if yes:
+            total += 1.0 if row.right else -WRONG_COST
+        elif not row.answerable:
+            total += 1.0
+    return total / len(rows) if rows else 0.0
+
+
+def fit(rows: Sequence[Row], c: float = 1.0) -> tuple[AnswerabilityModel, dict[str, Any]]:
+    """The model and threshold fitted on ``rows``, and a summary of the fit per corpus."""
+    from sklearn.linear_model import LogisticRegression
+
+    train = [r for r in rows if r.has_candidate]
+    corpora = sorted({r.corpus for r in rows})
+    size = {k: sum(1 for r in train if r.corpus == k) for k in corpora}
+    x = [[r.signals.get(name, 0.0) for name in FEATURES] for r in train]
+    y = [int(r.right) for r in train]
+    weights = [len(train) / (len(corpora) * size[r.corpus]) for r in train]
+    clf = LogisticRegression(C=c, max_iter=1000)
+    clf.fit(x, y, sample_weight=weights)
+    model = AnswerabilityModel(weights=tuple(float(w) for w in clf.coef_[0]), intercept=float(clf.intercept_[0]), threshold=0.5)
+    scores = [model.score(r.signals) if r.has_candidate else 0.0 for r in rows]
+    best = (-1e9, 0.5)
+    for t in sorted({round(s, 3) for s in scores} | {0.0}):
+        u = sum(utility([r for r in rows if r.corpus == k], [s >= t and r.has_candidate for r, s in zip(rows, scores) if r.corpus == k])
+                for k in corpora) / len(corpora)
+        if u > best[0] + 1e-12:
+            best = (u, t)
+    model = AnswerabilityModel(weights=model.weights, intercept=model.intercept, threshold=best[1])
+    summary = {k: _summary([r for r in rows if r.corpus == k], [s for r, s in zip(rows, scores) if r.corpus == k], best[1]) for k in corpora}
+    return model, {"threshold": best[1], "utility": round(best[0], 4), "corpora": summary}
+
+
+def _summary(rows: Sequence[Row], scores: Sequence[float], threshold: float) -> dict[str, float]:
+    answered = [s >= threshold and r.has_candidate for r, s in zip(rows, scores)]
+    ans = [(r, a) for r, a in zip(rows, answered) if r.answerable]
+    un = [(r, a) for r, a in zip(rows, answered) if not r.answerable]
+    return {
+        "questions": len(rows),
+        "accuracy": round(sum(r.right and a for r, a in ans) / len(ans), 4) if ans else 0.0,
+        "candidate_accuracy": round(sum(r.right for r, _ in ans) / len(ans), 4) if ans else 0.0,
+        "false_refusal": round(sum(not a for _, a in ans) / len(ans), 4) if ans else 0.0,
+        "refusal_recall": round(sum(not a for _, a in un) / len(un), 4) if un else 0.0,
+    }
+
+
+def fit_min_evidence(rows: Sequence[Row]) -> float:
+    """The largest grid value that drops at most MAX_LOST of each corpus's right candidates."""
+    best = 0.0
+    for value in EVIDENCE_GRID:
+        ok = True
+        for k in {r.corpus for r in rows}:
+            right = [r for r in rows if r.corpus == k and r.right]
+            lost = sum(1 for r in right if r.signals.get("evidence", 0.0) < value)
+            ok &= not right or lost / len(right) <= MAX_LOST
+        if ok:
+            best = value
+    return best
+
+
+def write_model(model: AnswerabilityModel, path: str | Path, fitted_on: str) -> None:
+    data = AnswerabilityModel(model.weights, model.intercept, model.threshold, fitted_on=fitted_on).to_dict()
+    Path(path).write_text(json.dumps(data, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")

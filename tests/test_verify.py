@@ -1,0 +1,127 @@
+"""The answer check (rag/verify) on invented passages and questions."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from rag.config import AnswerConfig, Config
+from rag.errors import ConfigError
+from rag.generation import REFUSAL
+from rag.verify import AnswerCheck, is_explicit_refusal
+from rag.verify.answerability import FEATURES, AnswerabilityModel, load_model
+from rag.verify.fit import Row, fit, fit_min_evidence, utility
+
+from conftest import passage
+
+# Invented documents: the subject of the first sentence is far from the last one.
+ZHANG = passage(1, "张三出生于浙江省温州市，是一名木雕艺人。他后来在上海开了一家工作室。工作室每年举办两次展览。"
+                   "李四的家乡是第一大镇，那里盛产竹编。", "张三")
+QINGHE = passage(2, "青禾基金会本年度总预算为500万元。共有300名志愿者参与了青禾基金会的助学项目。", "青禾基金会")
+PASSAGES = [ZHANG, QINGHE]
+
+
+@pytest.fixture(scope="module")
+def check() -> AnswerCheck:
+    return AnswerCheck()
+
+
+def test_right_answers_are_answered_with_their_quote(check: AnswerCheck) -> None:
+    verdict = check.check("张三是哪里人？", "张三出生于浙江省温州市[1]。", PASSAGES)
+    assert not verdict.refused and "温州市" in verdict.text and verdict.citations[0].doc_id == "doc-001"
+    assert "浙江省温州市" in verdict.citations[0].quote
+    money = check.check("青禾基金会的总预算是多少？", "青禾基金会本年度总预算为500万元[2]。", PASSAGES)
+    assert not money.refused and "500万元" in money.text
+
+
+def test_subject_pasted_onto_words_about_something_else_is_refused(check: AnswerCheck) -> None:
+    # "第一大镇" is in passage 1, but in a sentence about 李四, two sentences away from 张三.
+    verdict = check.check("张三是哪里人？", "张三是第一大镇[1]。", PASSAGES)
+    assert verdict.refused and verdict.text == REFUSAL and verdict.reason == "score"
+    assert verdict.candidate  # it aligned: only the calibrated score refuses it
+    right = check.check("张三是哪里人？", "张三出生于浙江省温州市[1]。", PASSAGES)
+    assert verdict.score < right.score
+
+
+def test_an_amount_of_money_answered_with_a_number_of_people_is_refused(check: AnswerCheck) -> None:
+    verdict = check.check("青禾基金会的总预算是多少？", "青禾基金会的总预算是300名[2]。", PASSAGES)
+    assert verdict.refused
+    assert verdict.signals["type_known"] == 1.0 and verdict.signals["type_ok"] == 0.0
+
+
+def test_unsupported_and_explicit_refusals(check: AnswerCheck) -> None:
+    invented = check.check("青禾基金会的总预算是多少？", "青禾基金会的总预算是800万元[2]。", PASSAGES)
+    assert invented.refused and invented.reason == "unsupported" and not invented.candidate
+    assert is_explicit_refusal("根据现有资料无法回答这个问题。") and is_explicit_refusal("  ")
+    rescued = check.check("青禾基金会本年度总预算为多少？", REFUSAL, PASSAGES)
+    assert rescued.rescued and "500万元" in rescued.candidate and rescued.signals["explicit_refusal"] == 1.0
+
+
+def test_strictness_moves_along_the_curve() -> None:
+    wrong = ("张三是哪里人？", "张三是第一大镇[1]。", PASSAGES)
+    assert not AnswerCheck(AnswerConfig(strictness=0.0)).check(*wrong).refused
+    assert AnswerCheck(AnswerConfig(strictness=1.0)).check("张三是哪里人？", "张三出生于浙江省温州市[1]。", PASSAGES).refused
+    with pytest.raises(ConfigError, match="strictness"):
+        AnswerCheck(AnswerConfig(strictness=2.0))
+    config = Config.from_dict({"answer": {"strictness": 0.7}})
+    assert config.answer.strictness == 0.7 and config.to_dict()["answer"]["strictness"] == 0.7
+
+
+def test_no_evidence_skips_generation(check: AnswerCheck) -> None:
+    assert check.worth_generating("青禾基金会的总预算是多少？", PASSAGES)
+    assert not check.worth_generating("火星探测器的发射日期是哪天？", PASSAGES)
+
+
+def test_bundled_model_is_inspectable_and_fitted() -> None:
+    model = load_model()
+    assert model.features == FEATURES and len(model.weights) == len(FEATURES)
+    assert 0.0 < model.threshold < 1.0 and "tune" in model.fitted_on
+    weights = dict(zip(model.features, model.weights))
+    # Signals that an answer addresses the question push the score up.
+    assert weights["quote_question"] > 0 and weights["align"] > 0
+
+
+def test_bad_model_files_say_how_to_fix(tmp_path) -> None:
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json", encoding="utf-8")
+    with pytest.raises(ConfigError, match="answer.model"):
+        AnswerCheck(AnswerConfig(model=str(bad)))
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps({"version": 1, "features": ["evidence"], "weights": [1.0], "intercept": 0, "threshold": 0.5}))
+    with pytest.raises(ConfigError, match="refit"):
+        AnswerCheck(AnswerConfig(model=str(other)))
+
+
+def _rows(corpus: str, n: int) -> list[Row]:
+    rows = []
+    for i in range(n):
+        right = i % 3 != 0
+        signals = {name: 0.5 for name in FEATURES}
+        signals["align"] = 0.9 if right else 0.2
+        signals["evidence"] = 0.6 if right else 0.1 + 0.001 * i
+        rows.append(Row(corpus, answerable=i % 5 != 0 or right, has_candidate=True, right=right, signals=signals))
+    return rows
+
+
+def test_fit_learns_a_separating_signal_and_a_threshold_between() -> None:
+    rows = _rows("a", 60) + _rows("b", 30)
+    model, summary = fit(rows)
+    weights = dict(zip(FEATURES, model.weights))
+    assert weights["align"] > 1.0
+    right = model.score(rows[1].signals)
+    wrong = model.score(rows[0].signals)
+    assert wrong < model.threshold <= right
+    a = summary["corpora"]["a"]
+    assert a["accuracy"] == a["candidate_accuracy"] and a["refusal_recall"] == 1.0  # every right one answered, no wrong one
+    assert fit_min_evidence(rows) == 0.6  # every right candidate has evidence 0.6
+
+
+def test_utility_counts_wrong_answers_below_refusals() -> None:
+    rows = [Row("a", True, True, False, {}), Row("a", False, True, False, {})]
+    assert utility(rows, [True, True]) == -0.5
+    assert utility(rows, [False, False]) == 0.5
+
+
+def test_model_score_is_a_probability() -> None:
+    model = AnswerabilityModel(weights=tuple(1.0 for _ in FEATURES), intercept=-100.0, threshold=0.5)
+    assert 0.0 <= model.score({name: 1.0 for name in FEATURES}) < 1e-6
