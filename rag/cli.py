@@ -189,6 +189,13 @@ def models_provision(generator: bool) -> None:
             from rag.generation_fast import gguf_file, q8_copy
 
             click.echo(f"generator GGUF for llama.cpp: {q8_copy(gguf_file(DEFAULT_GENERATOR_MODEL))}")
+        from rag.generation import _fast_bf16
+
+        if not _fast_bf16() and importlib.util.find_spec("ctranslate2") is not None:  # "auto" may pick CTranslate2 int8
+            from rag.provision.ct2 import ensure_ct2_model
+            from rag.provision.gguf import resolve_generator_model
+
+            click.echo(f"generator for CTranslate2: {ensure_ct2_model(resolve_generator_model(DEFAULT_GENERATOR_MODEL), 'int8')}")
 
 
 from rag.cli_eval import eval_group  # noqa: E402

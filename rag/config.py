@@ -106,12 +106,14 @@ class GenerationConfig:
     # it, with prompt lookup: 2.5x the float32 speed, 0.901 dev answer accuracy, 7/7
     # refusals), "llamacpp" (llama-cpp-python, the [llamacpp] extra, on a Q8_0 copy of
     # the model's GGUF: 2.1x, 0.877 accuracy, 7/7 refusals), "ctranslate2" (int8, the
-    # [fast] extra: ~3x, 0.852 accuracy), or "auto" (llama.cpp for a .gguf file, or for
-    # a GGUF-provisioned model on CPUs without native bf16 when installed; else
-    # transformers). See rag/generation.py, benchmarks/generation_speed.py.
-    engine: str = "transformers"
-    # Top-ranked passages put in the prompt (0: all retrieved).
-    prompt_passages: int = 0
+    # a core dependency: ~3x, 0.852 accuracy), or "auto", the default (transformers
+    # where the CPU has native bf16; elsewhere llama.cpp for a GGUF-provisioned model when
+    # installed, else CTranslate2 int8; llama.cpp for a .gguf file). See rag/generation.py,
+    # benchmarks/generation_speed.py.
+    engine: str = "auto"
+    # Top-ranked passages put in the prompt (0: all retrieved). 3 passages of 300 characters
+    # keep the prompt as long as 5 of 200 did before the chunk size changed.
+    prompt_passages: int = 3
     # Prompt lookup decoding: draft tokens per step copied from the passages, which
     # the model checks in one pass (0: off). Still greedy; about 1.5x faster answers
     # with transformers. The llamacpp and ctranslate2 engines decode without it.

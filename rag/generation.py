@@ -408,16 +408,16 @@ def _build_causal(model: str, engine: str = "transformers", **kwargs: Any) -> Ge
     _v2): the default, transformers in bf16 with prompt lookup, answers 2.5x
     faster at the same accuracy; llama.cpp on a Q8_0 copy of the provisioned GGUF
     answers 2.1x faster (end to end on the dev set: accuracy 0.877 against
-    0.901, both 7/7 refusals); CTranslate2 int8
-    about 3x faster but 0.852 accuracy, so "auto" never picks it.
+    0.901, both 7/7 refusals); CTranslate2 int8 about 3x faster but 0.852 accuracy.
 
-    "auto" runs a .gguf file on llama.cpp (nothing else reads one). Otherwise
-    it picks transformers where the CPU computes bf16 natively (bf16 with
-    prompt lookup is the fastest there); on other CPUs transformers runs in
-    float32, where prompt lookup gains little (1.03x), so "auto" tries llama.cpp
-    for a model provisioned from a GGUF (such as the default) when ``llama_cpp``
-    is installed. CTranslate2 only when asked for by ``compute_type``. An engine
-    that cannot load the model logs a warning and passes it on.
+    "auto" (the default) runs a .gguf file on llama.cpp (nothing else reads one).
+    Otherwise it picks transformers where the CPU computes bf16 natively (bf16
+    with prompt lookup is the fastest there). On other CPUs transformers runs in
+    float32, where prompt lookup gains little (1.03x) and an answer took 16 s on
+    an AVX2-only 2-core machine, so "auto" tries llama.cpp for a model
+    provisioned from a GGUF (such as the default) when ``llama_cpp`` is
+    installed, then CTranslate2 int8 (7 s there). ``compute_type`` asks for
+    CTranslate2. An engine that cannot load the model logs a warning and passes it on.
     """
     from rag.generation_fast import is_gguf_path
 
@@ -446,7 +446,9 @@ def _auto_causal(model: str, **kwargs: Any) -> Generator:
     engines: list[tuple[str, Any]] = []
     if "compute_type" not in kwargs and not _fast_bf16() and _installed("llama_cpp") and gguf_model_for(model) is not None:
         engines.append(("llama.cpp", _llamacpp_generator))
-    if "compute_type" in kwargs and _installed("ctranslate2"):
+    # Without native bf16, CTranslate2 int8 answers about twice as fast as transformers float32
+    # (README "Measurements"); it is a core dependency.
+    if _installed("ctranslate2") and ("compute_type" in kwargs or not _fast_bf16()):
         engines.append(("CTranslate2", _ctranslate2_generator))
     for name, build in engines:
         try:

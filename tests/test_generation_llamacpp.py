@@ -61,7 +61,7 @@ def test_auto_prefers_llamacpp_for_gguf_models_only_without_native_bf16(fake_eng
     (folder / gguf.PROVENANCE_FILE).write_text(json.dumps({"name": SPEC.name, "gguf_sha256": SPEC.sha256}), encoding="utf-8")
     for model in (SPEC.hf_id, SPEC.name, str(folder), str(tmp_path / "user.gguf")):
         assert build_generator("causal", model, engine="auto").engine == "llamacpp", model
-    assert build_generator("causal", str(tmp_path), engine="auto").engine == "transformers"  # a plain folder: no GGUF
+    assert build_generator("causal", str(tmp_path), engine="auto").engine == "ctranslate2"  # a plain folder: no GGUF
     assert build_generator("causal", SPEC.hf_id, engine="auto", dtype="float32").engine == "transformers"
     assert build_generator("causal", SPEC.hf_id, engine="auto", compute_type="int8").engine == "ctranslate2"
     assert build_generator("causal", SPEC.hf_id).engine == "transformers"  # build_generator's own default
@@ -74,8 +74,8 @@ def test_auto_falls_back_with_a_warning(fake_engines, tmp_path, monkeypatch, cap
     folder = tmp_path / "fail"
     folder.mkdir()
     (folder / gguf.PROVENANCE_FILE).write_text(json.dumps({"name": SPEC.name, "gguf_sha256": SPEC.sha256}), encoding="utf-8")
-    assert build_generator("causal", str(folder), engine="auto").engine == "transformers"  # never CTranslate2 unasked
-    assert fake_engines == ["llamacpp", "transformers"]
+    assert build_generator("causal", str(folder), engine="auto").engine == "ctranslate2"  # the next engine
+    assert fake_engines == ["llamacpp", "ctranslate2"]
     assert "llama.cpp cannot run" in caplog.text
     monkeypatch.setattr(generation, "_installed", lambda module: module == "llama_cpp")
     assert build_generator("causal", str(folder), engine="auto").engine == "transformers"
