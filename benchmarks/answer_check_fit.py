@@ -17,14 +17,15 @@ import json
 from pathlib import Path
 
 from rag.verify.answerability import FEATURES, MODEL_PATH
-from rag.verify.fit import fit, fit_min_evidence, read_rows, write_model
+from rag.verify.fit import choose_c, fit, fit_min_evidence, read_rows, replay_rows, write_model
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("runs", nargs="+", help="CORPUS=RUN_DIR of a tune-split run")
-    ap.add_argument("--c", type=float, default=1.0, help="inverse regularisation strength")
+    ap.add_argument("--c", type=float, default=None, help="inverse regularisation strength (default: chosen by cross-validation)")
     ap.add_argument("--write", action="store_true", help=f"write {MODEL_PATH}")
+    ap.add_argument("--replay", action="store_true", help="recompute the signals from the runs' raw answers (after a signal changed)")
     ap.add_argument("--out", default="benchmarks/results/answer_check_fit.json")
     args = ap.parse_args()
     rows, sources = [], []
@@ -34,12 +35,16 @@ def main() -> None:
         questions = config["eval"].get("questions_file", "")
         if "tune" not in Path(questions).name:
             raise SystemExit(f"{run} was run on {questions!r}, not a tune split: fit on tune only")
-        rows += read_rows(run, corpus)
+        rows += replay_rows(run, corpus) if args.replay else read_rows(run, corpus)
         sources.append(f"{corpus}: {questions} ({run})")
-    model, summary = fit(rows, c=args.c)
+    cv = {}
+    c = args.c if args.c is not None else None
+    if c is None:
+        c, cv = choose_c(rows)
+    model, summary = fit(rows, c=c)
     min_evidence = fit_min_evidence(rows)
     report = {"weights": dict(zip(FEATURES, [round(w, 4) for w in model.weights])), "intercept": round(model.intercept, 4),
-              "min_evidence": min_evidence, **summary, "sources": sources}
+              "min_evidence": min_evidence, "c": c, "cv_utility": cv, **summary, "sources": sources}
     print(json.dumps(report, ensure_ascii=False, indent=1))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")

@@ -55,7 +55,7 @@ def test_model_refusal_is_kept_when_no_passage_has_the_asked_type(rag: RAG) -> N
     answer = rag.ask("腾讯基金会计划出资是在哪一年？")
     assert gen.questions  # the model was asked: evidence was strong enough
     # The extractive second try finds 3亿元, not a year: the answer check refuses it.
-    assert answer.refused and answer.refusal_reason == "score" and "3亿元" in answer.candidate
+    assert answer.refused and answer.refusal_reason == "type" and "3亿元" in answer.candidate
 
 
 def test_date_cited_from_a_sentence_about_another_event_is_refused() -> None:

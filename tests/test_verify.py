@@ -10,7 +10,7 @@ from rag.errors import ConfigError
 from rag.generation import REFUSAL
 from rag.verify import AnswerCheck, is_explicit_refusal
 from rag.verify.answerability import FEATURES, AnswerabilityModel, load_model
-from rag.verify.fit import Row, fit, fit_min_evidence, utility
+from rag.verify.fit import C_GRID, Row, choose_c, fit, fit_min_evidence, utility
 
 from conftest import passage
 
@@ -37,15 +37,16 @@ def test_right_answers_are_answered_with_their_quote(check: AnswerCheck) -> None
 def test_subject_pasted_onto_words_about_something_else_is_refused(check: AnswerCheck) -> None:
     # "第一大镇" is in passage 1, but in a sentence about 李四, two sentences away from 张三.
     verdict = check.check("张三是哪里人？", "张三是第一大镇[1]。", PASSAGES)
-    assert verdict.refused and verdict.text == REFUSAL and verdict.reason == "score"
-    assert verdict.candidate  # it aligned: only the calibrated score refuses it
+    # It aligned; the check refuses it because the quoted sentence and its neighbours share
+    # nothing with the question.
+    assert verdict.refused and verdict.text == REFUSAL and verdict.reason == "off_question" and verdict.candidate
     right = check.check("张三是哪里人？", "张三出生于浙江省温州市[1]。", PASSAGES)
     assert verdict.score < right.score
 
 
 def test_an_amount_of_money_answered_with_a_number_of_people_is_refused(check: AnswerCheck) -> None:
     verdict = check.check("青禾基金会的总预算是多少？", "青禾基金会的总预算是300名[2]。", PASSAGES)
-    assert verdict.refused
+    assert verdict.refused and verdict.reason == "type"
     assert verdict.signals["type_known"] == 1.0 and verdict.signals["type_ok"] == 0.0
 
 
@@ -57,9 +58,13 @@ def test_unsupported_and_explicit_refusals(check: AnswerCheck) -> None:
     assert rescued.rescued and "500万元" in rescued.candidate and rescued.signals["explicit_refusal"] == 1.0
 
 
-def test_strictness_moves_along_the_curve() -> None:
-    wrong = ("张三是哪里人？", "张三是第一大镇[1]。", PASSAGES)
-    assert not AnswerCheck(AnswerConfig(strictness=0.0)).check(*wrong).refused
+def test_strictness_moves_along_the_curve(check: AnswerCheck) -> None:
+    # A weak answer: supported, on the question's sentence, but adding little to it.
+    weak = ("张三后来在哪里开了工作室？", "张三后来开了一家工作室[1]。", PASSAGES)
+    score = check.check(*weak).score
+    assert 0.0 < score < 1.0
+    assert not AnswerCheck(AnswerConfig(strictness=0.0)).check(*weak).refused
+    assert AnswerCheck(AnswerConfig(strictness=min(1.0, score + 1e-6))).check(*weak).refused
     assert AnswerCheck(AnswerConfig(strictness=1.0)).check("张三是哪里人？", "张三出生于浙江省温州市[1]。", PASSAGES).refused
     with pytest.raises(ConfigError, match="strictness"):
         AnswerCheck(AnswerConfig(strictness=2.0))
@@ -113,7 +118,9 @@ def test_fit_learns_a_separating_signal_and_a_threshold_between() -> None:
     assert wrong < model.threshold <= right
     a = summary["corpora"]["a"]
     assert a["accuracy"] == a["candidate_accuracy"] and a["refusal_recall"] == 1.0  # every right one answered, no wrong one
-    assert fit_min_evidence(rows) == 0.6  # every right candidate has evidence 0.6
+    assert fit_min_evidence(rows) == 0.5  # every right candidate has evidence 0.6: the top of the grid
+    c, cv = choose_c(rows)
+    assert c in C_GRID and set(cv) == set(C_GRID) and cv[c] == max(cv.values())
 
 
 def test_utility_counts_wrong_answers_below_refusals() -> None:

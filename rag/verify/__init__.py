@@ -9,7 +9,10 @@ For one question, its passages and the generator's raw text:
    passage sentence: most of what it adds to the question occurs there, and
    every number and Latin name it holds occurs in that passage. Unsupported
    sentences are dropped; an answer left with none is refused.
-3. *Answerability* (``answerability.py``). Signals such as whether the quoted
+3. *Two hard constraints.* The quoted sentence or the sentences beside it must
+   share some words with the question, and a question asking for a year, date,
+   count, amount of money or other number must get one.
+4. *Answerability* (``answerability.py``). Signals such as whether the quoted
    sentence and its neighbours hold the question's subject and what it asks,
    whether the answer is of the asked type, retrieval scores and agreement with
    the extractive reader are combined by a logistic regression fitted on the
@@ -31,7 +34,7 @@ from rag.generation import REFUSAL, ExtractiveGenerator
 from rag.records import Citation, Passage
 from rag.verify.align import render, strip_markers, verify_answer
 from rag.verify.answerability import FEATURES, AnswerabilityModel, features, load_model
-from rag.verify.checks import REFUSAL_CUES, evidence
+from rag.verify.checks import NUMERIC_TYPES, REFUSAL_CUES, evidence, expected_type
 
 __all__ = ["AnswerCheck", "Verdict", "REFUSAL", "REFUSAL_CUES", "FEATURES", "is_explicit_refusal"]
 
@@ -47,8 +50,9 @@ class Verdict:
 
     ``candidate`` is the verified answer before the threshold (with markers; ""
     when nothing could be verified), ``score`` its calibrated P(right) (0 when
-    there is no candidate), ``reason`` why it was refused ("" when answered):
-    "no_evidence", "unsupported" or "score".
+    there is no candidate or a hard constraint failed), ``reason`` why it was
+    refused ("" when answered): "no_evidence", "unsupported", "off_question",
+    "type" or "score".
     """
 
     text: str
@@ -92,6 +96,13 @@ class AnswerCheck:
         if not citations:
             return self.refusal("unsupported")
         signals = features(question, passages, strip_markers(text), citations, extractive[1], explicit, dropped)
+        # Two hard constraints, then the score: an answer whose quoted sentence and neighbours
+        # share nothing with the question does not answer it, and a question asking for a
+        # number, amount or date is not answered without one.
+        veto = ("off_question" if signals["quote_question"] == 0.0
+                else "type" if expected_type(question) in NUMERIC_TYPES and not signals["type_ok"] else "")
+        if veto:
+            return Verdict(text=REFUSAL, citations=(), refused=True, candidate=text, reason=veto, rescued=rescued, signals=signals)
         score = self.model.score(signals)
         if score < self.threshold:
             return Verdict(text=REFUSAL, citations=(), refused=True, score=score, candidate=text, reason="score",

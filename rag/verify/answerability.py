@@ -32,9 +32,11 @@ MODEL_VERSION = 1
 #: The signals, in the order of the model's weights.
 FEATURES = (
     "evidence",         # share of the question's bigrams found in the best passage
-    "top_dense",        # cosine similarity of the first passage to the question (0 if none)
+    "cited_rank",       # 1 / retrieval rank of the best-ranked cited passage (scale-free, unlike raw scores)
     "quote_question",   # share of the question's bigrams in the cited sentence and the sentences beside it
-    "quote_subject",    # share of the question subject's bigrams there (or in the passage title)
+    "quote_subject",    # share of the question subject's bigrams there (or in the title and opening of its article)
+    "asked_cover",      # share there of what is asked: the question without its subject and the passage title
+    "missing_run",      # longest run of the question's words absent from the cited passages (a name they never mention)
     "align",            # share of the answer's own words (those not in the question) found in the quote
     "answer_new",       # share of the answer's bigrams that are not the question's
     "answer_len",       # length of what the answer adds, log-scaled to [0, 1]
@@ -97,6 +99,16 @@ def _share(part: set[str], whole: set[str]) -> float:
     return len(part & whole) / len(part) if part else 1.0
 
 
+def _missing_run(text: str, known: set[str]) -> int:
+    """Longest run of consecutive bigrams of ``text`` (punctuation removed) that are not in ``known``."""
+    t = re.sub(r"[\s\W_]+", "", text.lower())
+    best = run = 0
+    for i in range(len(t) - 1):
+        run = run + 1 if t[i : i + 2] not in known else 0
+        best = max(best, run)
+    return best
+
+
 def features(
     question: str, passages: Sequence[Passage], answer: str, citations: Sequence[Citation],
     extractive: Sequence[Citation] = (), explicit_refusal: bool = False, dropped: float = 0.0,
@@ -111,6 +123,9 @@ def features(
     titles = [passages[c.marker - 1].title for c in citations if 0 < c.marker <= len(passages)]
     window_b = set().union(*(bigrams(w) for w in windows)) if windows else set()
     quote_b = set().union(*(bigrams(c.quote) for c in citations)) if citations else set()
+    cited = [passages[c.marker - 1] for c in citations if 0 < c.marker <= len(passages)]
+    known = set().union(*(bigrams(p.chunk.with_context) | bigrams(p.title) for p in cited)) if cited else set()
+    asked = core - subject - set().union(*(bigrams(t) for t in titles))
     kind = expected_type(question)
     new_chars = len(re.sub(r"[\s\W_]+", "", "".join(ch for ch in answer if ch not in question)))
     agree = 0.0
@@ -120,12 +135,14 @@ def features(
                 agree = 1.0
     if not agree and extractive and own:
         agree = _share(own, set().union(*(bigrams(e.quote) for e in extractive)))
-    top = passages[0].dense_score if passages and passages[0].dense_score is not None else 0.0
     return {
         "evidence": evidence(question, passages),
-        "top_dense": max(0.0, float(top)),
+        "cited_rank": 1.0 / min((c.marker for c in citations), default=len(passages) or 1),
         "quote_question": _share(core, window_b) if core else 0.0,
-        "quote_subject": _share(subject, window_b | set().union(*(bigrams(t) for t in titles))) if subject else 1.0,
+        # An article names its subject once, at the top: its title and opening count with the window.
+        "quote_subject": _share(subject, window_b | set().union(*(bigrams(f"{p.title} {p.chunk.context}") for p in cited))) if subject else 1.0,
+        "asked_cover": _share(asked, window_b),
+        "missing_run": min(1.0, _missing_run(question_core(question), known) / 6),
         "align": _share(own, quote_b) if own else 0.0,
         "answer_new": len(own) / len(ab) if ab else 0.0,
         "answer_len": min(1.0, math.log1p(new_chars) / math.log1p(60)),

@@ -34,7 +34,7 @@ _SAME_MEASURE = ("名人位户", "家所个", "件项个", "辆台架")
 _NAME_Q = re.compile(r"叫什么|什么名字|名称是什么|名字是什么|称为什么|名为什么")
 _NAMED = re.compile(r"“([^”]{2,})”|《([^》]{2,})》|「([^」]{2,})」|\"([^\"]{2,})\"")
 _YEAR_A = re.compile(r"\d{4}\s*年|[零〇一二三四五六七八九]{4}年")
-_DATE_A = re.compile(rf"{_NUM}+\s*[年月日号]|[上下]午|凌晨|晚上|当天")
+_DATE_A = re.compile(rf"{_NUM}+\s*[年月日号]|[上下]午|凌晨|晚上|当天|[春夏秋冬]季|[春夏秋冬]天|{_NUM}+\s*(?:世纪|年代)|朝|时期|时代")
 
 
 # Verbs a date question asks about, grouped with the words a source may use instead.
@@ -70,6 +70,9 @@ _PLACE_A = re.compile(r"[省市县区镇乡村州国洲山河湖岛港湾街路�
 
 #: Answer types a question can ask for; ``expected_type`` returns one of them or "".
 ANSWER_TYPES = ("year", "date", "count", "money", "quantity", "name", "person", "place")
+#: The types whose absence refuses an answer outright (rag.verify); the others are soft signals,
+#: since a name or a place is not reliably recognised by its form.
+NUMERIC_TYPES = ("year", "date", "count", "money", "quantity")
 
 
 def expected_type(question: str) -> str:

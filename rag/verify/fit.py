@@ -7,6 +7,7 @@ question has a candidate.
 
 - The model: a logistic regression (scikit-learn) on :data:`FEATURES`, every
   corpus given the same total weight, so a small corpus counts as much as a big one.
+- The regularisation strength: the best of ``C_GRID`` by 5-fold cross-validated utility.
 - The threshold: the one that maximises, averaged over corpora, the utility
   ``(right answers + refused unanswerable questions - WRONG_COST * wrong answers) / questions``.
   A wrong answer costs more than a refusal: a refusal is honest, a wrong answer misleads.
@@ -30,6 +31,7 @@ logger = logging.getLogger(__name__)
 WRONG_COST = 0.5
 MAX_LOST = 0.01
 EVIDENCE_GRID = tuple(round(0.05 * i, 2) for i in range(0, 11))
+C_GRID = (0.3, 1.0, 3.0, 10.0, 30.0)
 
 
 @dataclass(frozen=True)
@@ -52,6 +54,42 @@ def read_rows(run_dir: str | Path, corpus: str) -> list[Row]:
     return rows
 
 
+def replay_rows(run_dir: str | Path, corpus: str, rag: Any = None) -> list[Row]:
+    """Rows of a run with the answer check's signals computed anew from its stored raw answers.
+
+    Retrieval is deterministic, so the passages are retrieved again from the run's
+    index with the run's settings; the generator is not run. Lets new signals be
+    fitted without generating every answer again.
+    """
+    from rag.config import Config
+    from rag.evaluation import metrics as m
+    from rag.pipeline import RAG
+    from rag.questions import clean_question
+    from rag.verify import AnswerCheck
+
+    run_dir = Path(run_dir)
+    config = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))
+    rag = rag or RAG.load(config["eval"]["index_dir"], config=Config.from_dict(config["rag"]))
+    check = AnswerCheck(rag.config.answer)
+    rows = []
+    with open(run_dir / "predictions.jsonl", encoding="utf-8") as f:
+        for line in f:
+            item = json.loads(line)
+            question = clean_question(item["question"])  # what the pipeline asked
+            passages = rag.retrieve(question, top_k=config["eval"].get("top_k"))
+            if [p.chunk_id for p in passages] != item.get("context", [p.chunk_id for p in passages]):
+                raise ValueError(f"{run_dir}: question {item['id']} retrieves other passages than the run did; replay needs the same index and settings")
+            verdict = check.check(question, item.get("raw", ""), passages)
+            candidate = m.short_answer(verdict.candidate)
+            right = bool(item["answerable"] and candidate and (
+                m.contains_answer(candidate, item["gold_answers"]) or m.gold_coverage(candidate, item["gold_answers"]) >= m.COVERAGE_CORRECT))
+            # A candidate refused by a hard constraint cannot be answered at any threshold.
+            scorable = bool(verdict.candidate) and verdict.reason not in ("off_question", "type")
+            rows.append(Row(corpus=corpus, answerable=bool(item["answerable"]), has_candidate=scorable,
+                            right=right, signals=dict(verdict.signals)))
+    return rows
+
+
 def utility(rows: Sequence[Row], answered: Sequence[bool]) -> float:
     """Mean utility of answering ``answered`` (see the module notes)."""
     total = 0.0
@@ -61,6 +99,26 @@ def utility(rows: Sequence[Row], answered: Sequence[bool]) -> float:
         elif not row.answerable:
             total += 1.0
     return total / len(rows) if rows else 0.0
+
+
+def choose_c(rows: Sequence[Row], folds: int = 5) -> tuple[float, dict[float, float]]:
+    """The regularisation strength with the best cross-validated utility on ``rows`` (folds by position)."""
+    cv: dict[float, float] = {}
+    for c in C_GRID:
+        total = 0.0
+        for k in range(folds):
+            train = [r for i, r in enumerate(rows) if i % folds != k]
+            held = [r for i, r in enumerate(rows) if i % folds == k]
+            model, _ = fit(train, c)
+            total += _mean_utility(held, [model.score(r.signals) if r.has_candidate else 0.0 for r in held], model.threshold)
+        cv[c] = round(total / folds, 4)
+    return max(cv, key=lambda c: (cv[c], -c)), cv
+
+
+def _mean_utility(rows: Sequence[Row], scores: Sequence[float], threshold: float) -> float:
+    corpora = sorted({r.corpus for r in rows})
+    return sum(utility([r for r in rows if r.corpus == k], [s >= threshold and r.has_candidate for r, s in zip(rows, scores) if r.corpus == k])
+               for k in corpora) / len(corpora)
 
 
 def fit(rows: Sequence[Row], c: float = 1.0) -> tuple[AnswerabilityModel, dict[str, Any]]:
@@ -79,8 +137,7 @@ def fit(rows: Sequence[Row], c: float = 1.0) -> tuple[AnswerabilityModel, dict[s
     scores = [model.score(r.signals) if r.has_candidate else 0.0 for r in rows]
     best = (-1e9, 0.5)
     for t in sorted({round(s, 3) for s in scores} | {0.0}):
-        u = sum(utility([r for r in rows if r.corpus == k], [s >= t and r.has_candidate for r, s in zip(rows, scores) if r.corpus == k])
-                for k in corpora) / len(corpora)
+        u = _mean_utility(rows, scores, t)
         if u > best[0] + 1e-12:
             best = (u, t)
     model = AnswerabilityModel(weights=model.weights, intercept=model.intercept, threshold=best[1])
