@@ -8,6 +8,7 @@ Examples:
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from datetime import datetime
@@ -33,13 +34,18 @@ HEADLINE = (
 
 def resolve_config(index_dir: Path, config_path: str | None, generation: dict[str, Any]) -> Config:
     """The run's configuration: the TOML file if given, else the settings the
-    index was built with; then the command-line overrides."""
+    index was built with for reading, chunking and embedding and today's defaults
+    for searching and answering (as `RAG.load` does); then the command-line overrides."""
     if config_path:
         base = Config.from_toml(config_path)
     else:
         manifest = index_dir / "manifest.json"
         built = json.loads(manifest.read_text(encoding="utf-8")).get("config") if manifest.exists() else None
-        base = Config.from_dict(built) if built else Config()
+        base = Config()
+        if built:
+            stored = Config.from_dict(built)
+            base = dataclasses.replace(base, corpus=stored.corpus, chunking=stored.chunking,
+                                       embedding=stored.embedding, index=stored.index)
     return base.with_overrides(generation=generation)
 
 

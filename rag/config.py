@@ -131,8 +131,9 @@ class AnswerConfig:
     # splits (rag/verify/model.json). Higher answers less and more accurately (the
     # risk-coverage curve of `rag eval`).
     strictness: float | None = None
-    # Refuse without generating when no passage holds this share of the question's bigrams
-    # (fitted on the tune splits to lose almost no answerable question).
+    # Refuse without generating when no passage holds this share of the question's bigrams:
+    # the largest value losing at most 1% of right answers on the tune splits (0.3,
+    # benchmarks/results/answer_check_fit.json).
     min_evidence: float = 0.3
     # Share of an answer sentence's own bigrams its quoted passage sentence must hold.
     min_support: float = 0.5

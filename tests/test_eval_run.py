@@ -228,3 +228,17 @@ def test_cli_compare_lists_changed_questions(tmp_path: Path, questions_file: Pat
     as_json = CliRunner().invoke(cli, ["eval", "compare", "--json", str(tmp_path / "a"), str(tmp_path / "b")])
     assert json.loads(as_json.output)["right_to_wrong"] == ["q1"]
     assert CliRunner().invoke(cli, ["eval", "--name", "x", "compare", str(tmp_path / "a"), str(tmp_path / "b")]).exit_code == 2
+
+
+def test_eval_takes_build_settings_from_the_index_and_answer_settings_from_today(tmp_path) -> None:
+    import json
+
+    from rag.cli_eval import resolve_config
+    from rag.config import Config
+
+    stored = Config().with_overrides(chunking={"max_chars": 150}, generation={"engine": "llamacpp", "prompt_passages": 0})
+    (tmp_path / "manifest.json").write_text(json.dumps({"config": stored.to_dict()}), encoding="utf-8")
+    config = resolve_config(tmp_path, None, {"model": None})
+    assert config.chunking.max_chars == 150  # how the index was chunked stays
+    assert config.generation == Config().generation and config.answer == Config().answer  # an old index pins no old generator
+    assert resolve_config(tmp_path, None, {"backend": "extractive"}).generation.backend == "extractive"

@@ -1,0 +1,47 @@
+"""Markdown table of the check-split figures of finished `rag eval` runs.
+
+    python benchmarks/check_table.py "before, default=eval/reports/check-default-before" "after, default=eval/reports/check-default"
+
+One row per run: retrieval hit@1/hit@5, accuracy by containment and by gold
+coverage, CMRC F1, citation precision, refusal recall, false-refusal rate,
+latency p50/p95 and the risk-coverage area.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+COLUMNS = (
+    ("hit@1", "retrieval.hit@1"), ("hit@5", "retrieval.hit@5"), ("accuracy", "answer.accuracy"),
+    ("gold coverage", "answer.coverage_accuracy"), ("F1", "answer.cmrc_f1"), ("citation P", "citation.precision"),
+    ("unanswerable refused", "refusal.recall"), ("answerable refused", "refusal.false_rate"),
+    ("p50 s", "latency.total.p50_ms"), ("p95 s", "latency.total.p95_ms"), ("risk-coverage AUC", "risk_coverage.auc"),
+)
+
+
+def row(label: str, run: str) -> str:
+    metrics = json.loads((Path(run) / "metrics.json").read_text(encoding="utf-8"))
+    cells = []
+    for _, key in COLUMNS:
+        value = metrics.get(key)
+        if value is None:
+            cells.append("–")
+        elif key.startswith("latency"):
+            cells.append(f"{value / 1000:.1f}")
+        else:
+            cells.append(f"{value:.3f}")
+    n = f"{metrics.get('count.answerable', '?')}+{metrics.get('count.unanswerable', '?')}"
+    return f"| {label} ({n}) | " + " | ".join(cells) + " |"
+
+
+def main() -> None:
+    print("| run (answerable+unanswerable) | " + " | ".join(name for name, _ in COLUMNS) + " |")
+    print("|" + "---|" * (len(COLUMNS) + 1))
+    for arg in sys.argv[1:]:
+        label, run = arg.split("=", 1)
+        print(row(label, run))
+
+
+if __name__ == "__main__":
+    main()
