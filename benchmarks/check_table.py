@@ -20,8 +20,22 @@ COLUMNS = (
 )
 
 
+def rescored(run: str) -> dict[str, float]:
+    """Gold coverage and CMRC F1 from a run's predictions (runs made before those metrics existed)."""
+    from rag.evaluation.metrics import cmrc_f1, coverage_correct
+
+    items = [json.loads(line) for line in open(Path(run) / "predictions.jsonl", encoding="utf-8") if line.strip()]
+    answerable = [i for i in items if i["answerable"]]
+    return {
+        "answer.coverage_accuracy": sum(coverage_correct(i["short_answer"], i["gold_answers"]) for i in answerable) / len(answerable),
+        "answer.cmrc_f1": sum(cmrc_f1(i["short_answer"], i["gold_answers"]) for i in answerable) / len(answerable),
+    }
+
+
 def row(label: str, run: str) -> str:
     metrics = json.loads((Path(run) / "metrics.json").read_text(encoding="utf-8"))
+    if "answer.coverage_accuracy" not in metrics:
+        metrics.update(rescored(run))
     cells = []
     for _, key in COLUMNS:
         value = metrics.get(key)
