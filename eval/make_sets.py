@@ -48,7 +48,7 @@ def _write(out: Path, docs, sides: dict[str, SplitResult], meta: dict) -> None:
     for name, side in sides.items():
         with open(out / f"{name}.jsonl", "w", encoding="utf-8") as f:
             for q in side.questions:
-                row = {k: v for k, v in asdict(q).items()}
+                row = asdict(q)
                 row["answers"], row["doc_ids"] = list(q.answers), list(q.doc_ids)
                 f.write(json.dumps(row, ensure_ascii=False) + "\n")
     split = {**meta, "seed": SEED, **{name: {"counts": s.counts(), "doc_ids": sorted(s.doc_ids), "left_out": sorted(s.left_out)}

@@ -8,7 +8,6 @@ Examples:
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 from datetime import datetime
@@ -41,11 +40,7 @@ def resolve_config(index_dir: Path, config_path: str | None, generation: dict[st
     else:
         manifest = index_dir / "manifest.json"
         built = json.loads(manifest.read_text(encoding="utf-8")).get("config") if manifest.exists() else None
-        base = Config()
-        if built:
-            stored = Config.from_dict(built)
-            base = dataclasses.replace(base, corpus=stored.corpus, chunking=stored.chunking,
-                                       embedding=stored.embedding, index=stored.index)
+        base = Config().with_build_settings(built) if built else Config()
     return base.with_overrides(generation=generation)
 
 

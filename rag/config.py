@@ -171,6 +171,14 @@ class Config:
             raise ConfigError(f"config file {path} is not valid TOML: {e}") from e
         return cls.from_dict(data)
 
+    def with_build_settings(self, built: dict[str, Any]) -> "Config":
+        """This config with an index's stored settings for how it was read, chunked and
+        embedded (``built``: the manifest's ``config``); how it is searched and answered
+        stays this config's, so an old index pins no old generator or answer check."""
+        stored = Config.from_dict(built)
+        return dataclasses.replace(self, corpus=stored.corpus, chunking=stored.chunking,
+                                   embedding=stored.embedding, index=stored.index)
+
     def with_overrides(self, **sections: dict[str, Any]) -> "Config":
         """Return a copy with ``section={key: value}`` overrides applied (None values ignored)."""
         data = self.to_dict()

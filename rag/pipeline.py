@@ -1,7 +1,6 @@
 """The `RAG` object: the public entry point tying the stages together."""
 from __future__ import annotations
 
-import dataclasses
 import logging
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
@@ -74,12 +73,8 @@ class RAG:
         indexes = [Index.load(d, embedding_model=config.embedding.model) for d in index_dirs]
         built = indexes[0].manifest.get("config")
         if built and config == Config():
-            # Nothing configured by the caller: reuse the settings the index was built with
-            # (how it was read, chunked and embedded), but today's defaults for how it is
-            # searched and answered: an old index must not pin an old generator or answer check.
-            stored = Config.from_dict(built)
-            config = dataclasses.replace(config, corpus=stored.corpus, chunking=stored.chunking,
-                                         embedding=stored.embedding, index=stored.index)
+            # Nothing configured by the caller: the settings the index was built with.
+            config = config.with_build_settings(built)
         return cls(indexes, config)
 
     def resolve_doc_id(self, doc_id: str) -> str:

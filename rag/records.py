@@ -119,7 +119,7 @@ class Answer:
     score: float = 0.0
     #: The verified answer before the answer check's threshold ("" when none could be verified).
     candidate: str = ""
-    #: Why the answer was refused ("" when answered): no_evidence, unsupported or score.
+    #: Why the answer was refused ("" when answered): no_evidence, unsupported, off_question, type or score.
     refusal_reason: str = ""
     #: The answer check's signals (rag.verify.answerability.FEATURES).
     signals: dict[str, float] = field(default_factory=dict)

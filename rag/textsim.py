@@ -12,9 +12,14 @@ _NOT_CONTENT = re.compile(r"[\s\W_]+")
 _QUESTION_WORDS = re.compile(r"(多少|什么|哪些|哪一|哪个|哪里|哪天|哪家|哪|谁|几|怎么|如何|为什么|为何|是否|吗|呢|请问|是)")
 
 
+def content(text: str) -> str:
+    """``text`` lower-cased, without punctuation or spaces."""
+    return _NOT_CONTENT.sub("", text.lower())
+
+
 def bigrams(text: str) -> set[str]:
     """Character bigrams of ``text`` without punctuation or spaces, lower-cased."""
-    t = _NOT_CONTENT.sub("", text.lower())
+    t = content(text)
     return {t[i : i + 2] for i in range(len(t) - 1)} or ({t} if t else set())
 
 

@@ -227,10 +227,13 @@ def gold_coverage(prediction: str, golds: Sequence[str]) -> float:
     fully (1.0); "2009年成立" against gold "2009年" is 1.0, "209年" is 4/5.
     Empty golds are ignored; no usable gold scores 0.0.
     """
-    pred = normalize_answer(_CITATION_MARKER.sub("", unicodedata.normalize("NFKC", prediction or "")))
+    def clean(text: str) -> str:
+        return normalize_answer(_CITATION_MARKER.sub("", unicodedata.normalize("NFKC", text or "")))
+
+    pred = clean(prediction)
     best = 0.0
     for gold in golds:
-        norm = normalize_answer(_CITATION_MARKER.sub("", unicodedata.normalize("NFKC", gold or "")))
+        norm = clean(gold)
         if norm:
             best = max(best, _lcs_length(pred, norm) / len(norm))
     return best
@@ -239,6 +242,14 @@ def gold_coverage(prediction: str, golds: Sequence[str]) -> float:
 def coverage_correct(prediction: str, golds: Sequence[str]) -> bool:
     """True when :func:`gold_coverage` reaches :data:`COVERAGE_CORRECT` (0.8)."""
     return gold_coverage(prediction, golds) >= COVERAGE_CORRECT
+
+
+def candidate_correct(candidate: str, golds: Sequence[str]) -> bool:
+    """Whether an answer (markers and refusal sentences are removed first) holds a gold
+    answer or covers one (:func:`coverage_correct`); never for an unanswerable question
+    (no golds). The risk-coverage curve and the answer check's fitting use it."""
+    short = short_answer(candidate)
+    return bool(golds and short and (contains_answer(short, golds) or coverage_correct(short, golds)))
 
 
 def risk_coverage(items: Sequence[Mapping[str, Any]]) -> list[tuple[float, float]]:

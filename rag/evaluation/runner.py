@@ -153,11 +153,8 @@ def evaluate_question(rag: Answerer, q: EvalQuestion, retrieval_only: bool, top_
                       answerability=answer.score, refusal_reason=answer.refusal_reason,
                       signals=answer.signals)
         scores["refused"] = 1.0 if answer.refused else 0.0
-        # Whether the answer before the answer check's threshold is right (never for an
-        # unanswerable question): the risk-coverage curve and the check's fitting use it.
-        candidate = m.short_answer(answer.candidate)
-        scores["candidate_correct"] = bool(q.answerable and candidate and (
-            m.contains_answer(candidate, q.answers) or m.gold_coverage(candidate, q.answers) >= m.COVERAGE_CORRECT))
+        # Whether the answer before the answer check's threshold is right.
+        scores["candidate_correct"] = m.candidate_correct(answer.candidate, q.answers)
         if q.answerable:
             scores.update({
                 "answer.accuracy": m.answer_accuracy(short, q.answers),

@@ -36,7 +36,11 @@ from rag.verify.align import render, strip_markers, verify_answer
 from rag.verify.answerability import FEATURES, AnswerabilityModel, features, load_model
 from rag.verify.checks import NUMERIC_TYPES, REFUSAL_CUES, evidence, expected_type
 
-__all__ = ["AnswerCheck", "Verdict", "REFUSAL", "REFUSAL_CUES", "FEATURES", "is_explicit_refusal"]
+__all__ = ["AnswerCheck", "Verdict", "REFUSAL", "REFUSAL_CUES", "FEATURES", "HARD_REFUSALS", "is_explicit_refusal"]
+
+
+#: Refusal reasons of the hard constraints: no threshold answers such a candidate.
+HARD_REFUSALS = ("off_question", "type")
 
 
 def is_explicit_refusal(raw: str) -> bool:
@@ -81,8 +85,8 @@ class AnswerCheck:
         """False when no passage covers ``answer.min_evidence`` of the question."""
         return evidence(question, passages) >= self.config.min_evidence
 
-    def refusal(self, reason: str, signals: dict[str, float] | None = None) -> Verdict:
-        return Verdict(text=REFUSAL, citations=(), refused=True, reason=reason, signals=signals or {})
+    def refusal(self, reason: str) -> Verdict:
+        return Verdict(text=REFUSAL, citations=(), refused=True, reason=reason)
 
     def check(self, question: str, raw: str, passages: Sequence[Passage]) -> Verdict:
         """Verify ``raw`` (the generator's text) as an answer to ``question`` from ``passages``."""
@@ -99,8 +103,9 @@ class AnswerCheck:
         # Two hard constraints, then the score: an answer whose quoted sentence and neighbours
         # share nothing with the question does not answer it, and a question asking for a
         # number, amount or date is not answered without one.
-        veto = ("off_question" if signals["quote_question"] == 0.0
-                else "type" if expected_type(question) in NUMERIC_TYPES and not signals["type_ok"] else "")
+        off_question, wrong_type = HARD_REFUSALS
+        veto = (off_question if signals["quote_question"] == 0.0
+                else wrong_type if expected_type(question) in NUMERIC_TYPES and not signals["type_ok"] else "")
         if veto:
             return Verdict(text=REFUSAL, citations=(), refused=True, candidate=text, reason=veto, rescued=rescued, signals=signals)
         score = self.model.score(signals)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -23,7 +22,7 @@ from rag.chunking import split_sentences
 from rag.errors import ConfigError
 from rag.records import Citation, Passage
 from rag.rewrite import subject_of
-from rag.textsim import bigrams, question_core
+from rag.textsim import bigrams, content, question_core
 from rag.verify.checks import answer_has_expected_type, event_mentioned, evidence, expected_type
 
 MODEL_PATH = Path(__file__).with_name("model.json")
@@ -101,7 +100,7 @@ def _share(part: set[str], whole: set[str]) -> float:
 
 def _missing_run(text: str, known: set[str]) -> int:
     """Longest run of consecutive bigrams of ``text`` (punctuation removed) that are not in ``known``."""
-    t = re.sub(r"[\s\W_]+", "", text.lower())
+    t = content(text)
     best = run = 0
     for i in range(len(t) - 1):
         run = run + 1 if t[i : i + 2] not in known else 0
@@ -119,15 +118,15 @@ def features(
     ab = bigrams(answer)
     own = ab - qb
     subject = bigrams(subject_of(question))
-    windows = [_window(passages[c.marker - 1], c) for c in citations if 0 < c.marker <= len(passages)]
-    titles = [passages[c.marker - 1].title for c in citations if 0 < c.marker <= len(passages)]
-    window_b = set().union(*(bigrams(w) for w in windows)) if windows else set()
-    quote_b = set().union(*(bigrams(c.quote) for c in citations)) if citations else set()
-    cited = [passages[c.marker - 1] for c in citations if 0 < c.marker <= len(passages)]
-    known = set().union(*(bigrams(p.chunk.with_context) | bigrams(p.title) for p in cited)) if cited else set()
-    asked = core - subject - set().union(*(bigrams(t) for t in titles))
+    pairs = [(passages[c.marker - 1], c) for c in citations if 0 < c.marker <= len(passages)]
+    cited = [p for p, _ in pairs]
+    windows = [_window(p, c) for p, c in pairs]
+    window_b = set().union(*(bigrams(w) for w in windows))
+    quote_b = set().union(*(bigrams(c.quote) for c in citations))
+    known = set().union(*(bigrams(p.chunk.with_context) | bigrams(p.title) for p in cited))
+    asked = core - subject - set().union(*(bigrams(p.title) for p in cited))
     kind = expected_type(question)
-    new_chars = len(re.sub(r"[\s\W_]+", "", "".join(ch for ch in answer if ch not in question)))
+    new_chars = len(content("".join(ch for ch in answer if ch not in question)))
     agree = 0.0
     for c in citations:
         for e in extractive:
@@ -148,7 +147,7 @@ def features(
         "answer_len": min(1.0, math.log1p(new_chars) / math.log1p(60)),
         "type_known": 1.0 if kind else 0.0,
         "type_ok": 1.0 if kind and answer_has_expected_type(question, answer) else 0.0,
-        "event_ok": 1.0 if event_mentioned(question, [w for w in windows]) else 0.0,
+        "event_ok": 1.0 if event_mentioned(question, windows) else 0.0,
         "agree": agree,
         "explicit_refusal": 1.0 if explicit_refusal else 0.0,
         "dropped": dropped,

@@ -75,25 +75,16 @@ ANSWER_TYPES = ("year", "date", "count", "money", "quantity", "name", "person", 
 NUMERIC_TYPES = ("year", "date", "count", "money", "quantity")
 
 
+# The question patterns of each type, in the order they are tried (a year question also
+# matches the quantity pattern); and the answer pattern of the types one regex settles.
+_ASKS = (("year", _YEAR_Q), ("date", _DATE_Q), ("count", _COUNT_Q), ("money", _MONEY_Q), ("name", _NAME_Q),
+         ("person", _PERSON_Q), ("place", _PLACE_Q), ("quantity", _QUANTITY_Q))
+_ANSWERS = {"year": _YEAR_A, "date": _DATE_A, "money": _MONEY_A, "quantity": _NUMBER_A}
+
+
 def expected_type(question: str) -> str:
     """The kind of answer ``question`` asks for (see ANSWER_TYPES), or "" when it does not say."""
-    if _YEAR_Q.search(question):
-        return "year"
-    if _DATE_Q.search(question):
-        return "date"
-    if _COUNT_Q.search(question):
-        return "count"
-    if _MONEY_Q.search(question):
-        return "money"
-    if _NAME_Q.search(question):
-        return "name"
-    if _PERSON_Q.search(question):
-        return "person"
-    if _PLACE_Q.search(question):
-        return "place"
-    if _QUANTITY_Q.search(question):
-        return "quantity"
-    return ""
+    return next((kind for kind, pattern in _ASKS if pattern.search(question)), "")
 
 
 def answer_has_expected_type(question: str, answer: str) -> bool:
@@ -101,19 +92,13 @@ def answer_has_expected_type(question: str, answer: str) -> bool:
     its measure word, an amount of money, a number, a name that is not the question read
     back, a person or a place. True when the question asks for nothing checkable."""
     kind = expected_type(question)
-    if kind == "year":
-        return bool(_YEAR_A.search(answer))
-    if kind == "date":
-        return bool(_DATE_A.search(answer))
+    if kind in _ANSWERS:
+        return bool(_ANSWERS[kind].search(answer))
     if kind == "count":
-        m = _COUNT_Q.search(question)
+        measure = _COUNT_Q.search(question).group(1)
         # Measure words that count the same things ("多少名用户" is answered by "3万人").
-        measures = next((group for group in _SAME_MEASURE if m and m.group(1) in group), m.group(1) if m else "")
-        return bool(m and re.search(rf"{_NUM}+[多余]?[万亿千百]?[多余]?\s*[{measures}]", answer))
-    if kind == "money":
-        return bool(_MONEY_A.search(answer))
-    if kind == "quantity":
-        return bool(_NUMBER_A.search(answer))
+        measures = next((group for group in _SAME_MEASURE if measure in group), measure)
+        return bool(re.search(rf"{_NUM}+[多余]?[万亿千百]?[多余]?\s*[{measures}]", answer))
     if kind == "name":
         # A quoted or bracketed name must not be the question's own words read back.
         qb = bigrams(question)

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
+from rag.verify import HARD_REFUSALS
 from rag.verify.answerability import FEATURES, AnswerabilityModel
 
 logger = logging.getLogger(__name__)
@@ -48,10 +49,15 @@ def read_rows(run_dir: str | Path, corpus: str) -> list[Row]:
     with open(Path(run_dir) / "predictions.jsonl", encoding="utf-8") as f:
         for line in f:
             item = json.loads(line)
-            signals = item.get("signals") or {}
-            rows.append(Row(corpus=corpus, answerable=bool(item["answerable"]), has_candidate=bool(item.get("candidate")),
-                            right=bool(item["metrics"].get("candidate_correct")), signals=signals))
+            rows.append(Row(corpus=corpus, answerable=bool(item["answerable"]),
+                            has_candidate=_scorable(item.get("candidate", ""), item.get("refusal_reason", "")),
+                            right=bool(item["metrics"].get("candidate_correct")), signals=item.get("signals") or {}))
     return rows
+
+
+def _scorable(candidate: str, reason: str) -> bool:
+    """A candidate a threshold can answer: one refused by a hard constraint cannot be."""
+    return bool(candidate) and reason not in HARD_REFUSALS
 
 
 def replay_rows(run_dir: str | Path, corpus: str, rag: Any = None) -> list[Row]:
@@ -80,13 +86,9 @@ def replay_rows(run_dir: str | Path, corpus: str, rag: Any = None) -> list[Row]:
             if [p.chunk_id for p in passages] != item.get("context", [p.chunk_id for p in passages]):
                 raise ValueError(f"{run_dir}: question {item['id']} retrieves other passages than the run did; replay needs the same index and settings")
             verdict = check.check(question, item.get("raw", ""), passages)
-            candidate = m.short_answer(verdict.candidate)
-            right = bool(item["answerable"] and candidate and (
-                m.contains_answer(candidate, item["gold_answers"]) or m.gold_coverage(candidate, item["gold_answers"]) >= m.COVERAGE_CORRECT))
-            # A candidate refused by a hard constraint cannot be answered at any threshold.
-            scorable = bool(verdict.candidate) and verdict.reason not in ("off_question", "type")
-            rows.append(Row(corpus=corpus, answerable=bool(item["answerable"]), has_candidate=scorable,
-                            right=right, signals=dict(verdict.signals)))
+            rows.append(Row(corpus=corpus, answerable=bool(item["answerable"]),
+                            has_candidate=_scorable(verdict.candidate, verdict.reason),
+                            right=m.candidate_correct(verdict.candidate, item["gold_answers"]), signals=dict(verdict.signals)))
     return rows
 
 
