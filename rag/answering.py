@@ -12,7 +12,7 @@ import time
 from typing import Callable, Iterator, Sequence
 
 from rag.config import AnswerConfig, GenerationConfig
-from rag.errors import ConfigError, ModelError
+from rag.errors import ModelError
 from rag.generation import REFUSAL, build_generator
 from rag.questions import clean_question
 from rag.records import Answer, Passage
@@ -48,7 +48,13 @@ class Answerer:
         return self._notices.get((backend, self._model_for(backend)), "")
 
     def generator(self, backend: str | None = None):
-        """The generator for ``backend``; falls back to extractive (with a notice) if it cannot load."""
+        """The generator for ``backend``; falls back to extractive (with a notice) if its model cannot load.
+
+        Only a model that cannot load falls back (a ModelError: files missing or damaged, an
+        engine not installed). A wrong setting (a ConfigError, such as a typo in
+        ``generation.engine``) stops here with its message, so no run silently answers with
+        another system.
+        """
         return self._generator(backend or self.config.backend)[0]
 
     def _generator(self, backend: str):
@@ -67,7 +73,7 @@ class Answerer:
                     if model and not (backend == "causal" and self.config.engine == "llamacpp"):
                         model = _resolve(model)
                     self._generators[key] = build_generator(backend, model or None, **kwargs)
-                except (ModelError, ConfigError) as e:
+                except ModelError as e:
                     logger.error("generator %s unavailable, using the extractive backend: %s", backend, e)
                     self._notices[key] = f"生成模型无法加载，已改用抽取式回答：{e}"
                     self._generators[key] = build_generator("extractive")

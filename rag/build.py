@@ -108,7 +108,8 @@ def build_index(
                 "dimension": dim,
                 "query_prefix": config.embedding.query_prefix,
                 "passage_prefix": config.embedding.passage_prefix,
-                "backend": getattr(embedder, "backend", None) if embedder is not None else old.manifest["embedding"].get("backend"),
+                "engine": getattr(embedder, "engine", None) if embedder is not None
+                else old.manifest["embedding"].get("engine", old.manifest["embedding"].get("backend")),
             },
             "chunking": dataclasses.asdict(config.chunking),
             "faiss_type": faiss_type,

@@ -15,18 +15,35 @@ import time
 
 import click
 
-from rag.config import Config, default_corpus, default_index_dir
+from rag.config import Config, default_corpus, default_index_dir, load_config
 from rag.errors import RagError
 
 logger = logging.getLogger(__name__)
 
 
-def load_config(path: str | None) -> Config:
-    return Config.from_toml(path) if path else Config()
+# Commands that live outside the library (the web UI's `serve`) register under
+# this entry-point group and are imported only when run: `rag` never imports `ui`.
+COMMAND_ENTRY_POINTS = "wenyuan.commands"
 
 
 class RagGroup(click.Group):
-    """Turns library errors into clean CLI messages (the only place that does)."""
+    """Turns library errors into clean CLI messages (the only place that does).
+
+    Also lists and runs the commands registered under :data:`COMMAND_ENTRY_POINTS`.
+    """
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(set(super().list_commands(ctx)) | set(_plugin_commands()))
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        command = super().get_command(ctx, name)
+        if command is None and name in _plugin_commands():
+            try:
+                command = _plugin_commands()[name].load()
+            except ImportError as e:
+                raise click.ClickException(f"`rag {name}` needs a package that is not installed: {e}. "
+                                           "Install the extra it belongs to, e.g. pip install -e '.[ui]'") from e
+        return command
 
     def invoke(self, ctx: click.Context):
         try:
@@ -175,8 +192,8 @@ def models_provision(generator: bool) -> None:
     from rag.config import Config
     from rag.embedding import Embedder
 
-    embedder = Embedder(Config().embedding)  # exports the fast CPU backend's model once, if "auto" picks one
-    click.echo(f"embedding backend: {embedder.backend}")
+    embedder = Embedder(Config().embedding)  # exports the fast CPU engine's model once, if "auto" picks one
+    click.echo(f"embedding engine: {embedder.engine}")
     if generator:
         from rag.provision.gguf import ensure_generator_model
 
@@ -185,13 +202,13 @@ def models_provision(generator: bool) -> None:
 
         from rag.config import DEFAULT_GENERATOR_MODEL
 
-        if importlib.util.find_spec("llama_cpp") is not None:  # the llama.cpp engine ("auto" picks it): its Q8_0 GGUF
-            from rag.generation_fast import gguf_file, q8_copy
+        if importlib.util.find_spec("llama_cpp") is not None:  # the opt-in llama.cpp engine: its Q8_0 GGUF
+            from rag.generation.llamacpp import gguf_file, q8_copy
 
             click.echo(f"generator GGUF for llama.cpp: {q8_copy(gguf_file(DEFAULT_GENERATOR_MODEL))}")
-        from rag.generation import _fast_bf16
+        from rag.generation.base import native_bf16
 
-        if not _fast_bf16() and importlib.util.find_spec("ctranslate2") is not None:  # "auto" may pick CTranslate2 int8
+        if not native_bf16() and importlib.util.find_spec("ctranslate2") is not None:  # "auto" may pick CTranslate2 int8
             from rag.provision.ct2 import ensure_ct2_model
             from rag.provision.gguf import resolve_generator_model
 
@@ -200,8 +217,12 @@ def models_provision(generator: bool) -> None:
 
 from rag.cli_eval import eval_group  # noqa: E402
 cli.add_command(eval_group, "eval")
-from rag.cli_serve import serve  # noqa: E402
-cli.add_command(serve)
+
+
+def _plugin_commands() -> dict:
+    from importlib.metadata import entry_points
+
+    return {ep.name: ep for ep in entry_points(group=COMMAND_ENTRY_POINTS)}
 
 
 def main() -> None:

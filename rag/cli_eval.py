@@ -73,11 +73,14 @@ def build_squad_index(squad: "SquadSet", index_dir: Path, config: Config) -> dic
 @click.option("--retrieval-only", is_flag=True, help="Score retrieval only; no generator is loaded.")
 @click.option("--name", default=None, help="Run name, appended to the run folder's timestamp.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None, help="Run folder (default: eval/runs/<timestamp>-<name>).")
+@click.option("--allow-fallback", is_flag=True,
+              help="Score the run even if the generator cannot load and falls back to the extractive one.")
 @click.pass_context
 def eval_group(
     ctx: click.Context, questions_path: str | None, squad_path: str | None, leave_out: float | None, seed: int | None,
     index_dir: str | None, config_path: str | None,
     generator: str | None, model: str | None, top_k: int | None, retrieval_only: bool, name: str | None, out_dir: str | None,
+    allow_fallback: bool,
 ) -> None:
     """Evaluate the pipeline on a question set and write a run folder.
 
@@ -131,6 +134,7 @@ def eval_group(
     result = run_eval(
         rag, questions, run_dir, retrieval_only=retrieval_only, top_k=top_k, settings=settings,
         config=rag_config.to_dict() if isinstance(rag_config, Config) else config.to_dict(),
+        allow_fallback=allow_fallback,
     )
     click.echo(f"{len(questions)} questions in {result.wall_s:.1f}s; run folder {result.run_dir}")
     for key in HEADLINE:

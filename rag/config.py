@@ -6,6 +6,7 @@ to a default.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import tomllib
 from dataclasses import dataclass, field
@@ -13,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from rag.errors import ConfigError
+
+logger = logging.getLogger(__name__)
 
 DEFAULT_EMBEDDING_MODEL = "intfloat/multilingual-e5-small"
 DEFAULT_GENERATOR_MODEL = "Qwen/Qwen2.5-Coder-0.5B-Instruct"
@@ -72,9 +75,10 @@ class EmbeddingConfig:
     # "auto": on the CPU "openvino-int8" where OpenVINO is installed (3.5x the float32
     # throughput here, same dev hit@5), else "onnx-int8" where ONNX Runtime is, else
     # "sentence-transformers"; or force one of those. See rag/embedding.py,
-    # benchmarks/embedding_speed.py.
-    backend: str = "auto"
-    threads: int = 0  # 0: the backend's default (all cores this process may use)
+    # benchmarks/embedding_speed.py. (An engine runs a model, as generation.engine does;
+    # the old name embedding.backend is still read.)
+    engine: str = "auto"
+    threads: int = 0  # 0: the engine's default (all cores this process may use)
 
 
 @dataclass
@@ -98,17 +102,19 @@ class RetrievalConfig:
 
 @dataclass
 class GenerationConfig:
+    # What kind of generator answers: "causal" (a chat model), "seq2seq" (T5/mT5/BART) or
+    # "extractive" (no model: quotes a passage sentence). How a model is run is its `engine`.
     backend: str = "causal"
     model: str = DEFAULT_GENERATOR_MODEL
     # Encoder-decoder checkpoint (T5/mT5/mT0/BART) for the "seq2seq" backend; none ships offline.
     seq2seq_model: str = ""
-    # How the "causal" backend runs its model: "transformers" (bf16 where the CPU has
-    # it, with prompt lookup: 2.5x the float32 speed, 0.901 dev answer accuracy, 7/7
-    # refusals), "llamacpp" (llama-cpp-python, the [llamacpp] extra, on a Q8_0 copy of
-    # the model's GGUF: 2.1x, 0.877 accuracy, 7/7 refusals), "ctranslate2" (int8, the
-    # a core dependency: ~3x, 0.852 accuracy), or "auto", the default (transformers
-    # where the CPU has native bf16; elsewhere llama.cpp for a GGUF-provisioned model when
-    # installed, else CTranslate2 int8; llama.cpp for a .gguf file). See rag/generation.py,
+    # The engine that runs the "causal" backend's model: "transformers" (bf16 where the
+    # CPU has it, with prompt lookup: 2.5x the float32 speed, 0.901 dev answer accuracy,
+    # 7/7 refusals), "ctranslate2" (int8, a core dependency: ~3x, 0.852 accuracy),
+    # "llamacpp" (opt-in: the [llamacpp] extra, not installed or tested by CI; a Q8_0
+    # copy of the model's GGUF: 2.1x, 0.877 accuracy), or "auto", the default:
+    # transformers where the CPU has native bf16, else CTranslate2 int8; llama.cpp only
+    # for a .gguf file, which nothing else reads. See rag/generation/factory.py,
     # benchmarks/generation_speed.py.
     engine: str = "auto"
     # Top-ranked passages put in the prompt (0: all retrieved). 3 passages of 300 characters
@@ -191,6 +197,15 @@ class Config:
         return Config.from_dict(data)
 
 
+def load_config(path: str | Path | None) -> Config:
+    """The config in the TOML file at ``path``, or the defaults when ``path`` is None or empty."""
+    return Config.from_toml(path) if path else Config()
+
+
+# Keys renamed since a release; config files and index manifests that use the old name still load.
+RENAMED_KEYS = {"embedding.backend": "embedding.engine"}
+
+
 def _build(cls: type, data: dict[str, Any], prefix: str) -> Any:
     if not isinstance(data, dict):
         raise ConfigError(f"config section {prefix or '<root>'} must be a table, got {data!r}")
@@ -198,6 +213,12 @@ def _build(cls: type, data: dict[str, Any], prefix: str) -> Any:
     kwargs: dict[str, Any] = {}
     for key, value in data.items():
         name = f"{prefix}{key}"
+        if name in RENAMED_KEYS:
+            new = RENAMED_KEYS[name]
+            logger.info("config key %s is now called %s", name, new)
+            key, name = new.rpartition(".")[2], new
+            if key in data:
+                continue  # both given: the new name wins
         if key not in fields:
             known = ", ".join(sorted(fields))
             raise ConfigError(f"unknown config key {name!r}; known keys here: {known}")

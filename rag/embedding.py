@@ -1,6 +1,6 @@
 """Dense embeddings: sentence-transformers on torch, or an int8 ONNX export of the same model.
 
-Backends (``embedding.backend``):
+Engines (``embedding.engine``):
 
 * ``sentence-transformers``: any model, float32 on torch.
 * ``onnx-int8``: the sentence-transformers model exported once to ONNX, its
@@ -39,8 +39,8 @@ from rag.errors import ConfigError, ModelError
 
 logger = logging.getLogger(__name__)
 
-BACKENDS = ("auto", "sentence-transformers", "onnx-int8", "openvino-int8")
-INT8_BACKENDS = {"onnx-int8": "onnxruntime", "openvino-int8": "openvino"}  # backend -> the package it runs on
+ENGINES = ("auto", "sentence-transformers", "onnx-int8", "openvino-int8")
+INT8_ENGINES = {"onnx-int8": "onnxruntime", "openvino-int8": "openvino"}  # engine -> the package it runs on
 # OpenVINO quantises activations in groups of this many channels; one group per token row of the
 # 384-wide hidden state measured fastest (benchmarks/embedding_speed.py).
 OPENVINO_QUANT_GROUP = 384
@@ -70,19 +70,19 @@ def resolve_embedding_model(model: str) -> str:
     return model
 
 
-def choose_backend(config: EmbeddingConfig) -> str:
-    """The concrete backend for ``config.backend`` (see the module docstring)."""
-    if config.backend not in BACKENDS:
-        raise ConfigError(f"unknown embedding.backend {config.backend!r}; use one of {', '.join(BACKENDS)}")
-    if config.backend in INT8_BACKENDS and config.device != "cpu":
-        raise ConfigError(f"the {config.backend} embedding backend runs on the CPU; set embedding.device = \"cpu\" or another backend")
-    if config.backend == "auto":
+def choose_engine(config: EmbeddingConfig) -> str:
+    """The concrete engine for ``config.engine`` (see the module docstring)."""
+    if config.engine not in ENGINES:
+        raise ConfigError(f"unknown embedding.engine {config.engine!r}; use one of {', '.join(ENGINES)}")
+    if config.engine in INT8_ENGINES and config.device != "cpu":
+        raise ConfigError(f"the {config.engine} embedding engine runs on the CPU; set embedding.device = \"cpu\" or another engine")
+    if config.engine == "auto":
         if config.device == "cpu":
-            for backend in ("openvino-int8", "onnx-int8"):  # fastest first
-                if _available(INT8_BACKENDS[backend]):
-                    return backend
+            for engine in ("openvino-int8", "onnx-int8"):  # fastest first
+                if _available(INT8_ENGINES[engine]):
+                    return engine
         return "sentence-transformers"
-    return config.backend
+    return config.engine
 
 
 def _available(package: str) -> bool:
@@ -97,19 +97,19 @@ class Embedder:
     def __init__(self, config: EmbeddingConfig | None = None) -> None:
         self.config = config or EmbeddingConfig()
         self.model_name = self.config.model
-        self.backend = choose_backend(self.config)
-        if self.config.threads and self.backend == "sentence-transformers":
+        self.engine = choose_engine(self.config)
+        if self.config.threads and self.engine == "sentence-transformers":
             import torch
 
             torch.set_num_threads(self.config.threads)
-        self._lock = threading.Lock()  # the ONNX backend's fast tokenizer is not thread-safe
-        if self.backend in INT8_BACKENDS:
-            self._model = OnnxEncoder(resolve_embedding_model(self.model_name), self.config.threads, self.backend)
+        self._lock = threading.Lock()  # the ONNX engine's fast tokenizer is not thread-safe
+        if self.engine in INT8_ENGINES:
+            self._model = OnnxEncoder(resolve_embedding_model(self.model_name), self.config.threads, self.engine)
             self.dimension = self._model.dimension
         else:
             self._model = self._load_sentence_transformers()
             self.dimension = int(self._model.get_embedding_dimension())
-        logger.info("embedding with %s via %s (dimension %d)", self.model_name, self.backend, self.dimension)
+        logger.info("embedding with %s via %s (dimension %d)", self.model_name, self.engine, self.dimension)
 
     def _load_sentence_transformers(self):
         path = resolve_embedding_model(self.model_name)
@@ -127,7 +127,7 @@ class Embedder:
         if not texts:
             return np.zeros((0, self.dimension), dtype=np.float32)
         show = len(texts) > 4 * self.config.batch_size and sys.stderr.isatty() and not os.environ.get("WENYUAN_NO_PROGRESS")
-        if self.backend in INT8_BACKENDS:
+        if self.engine in INT8_ENGINES:
             with self._lock:  # a fast tokenizer used from two threads at once raises "Already borrowed"
                 return self._model.encode([prefix + t for t in texts], self.config.batch_size, show)
         vectors = self._model.encode(
@@ -152,20 +152,20 @@ class Embedder:
 class OnnxEncoder:
     """Mean-pooled, normalised embeddings from an int8 ONNX export of a sentence-transformers folder.
 
-    ``backend`` is ``onnx-int8`` (ONNX Runtime) or ``openvino-int8`` (OpenVINO).
+    ``engine`` is ``onnx-int8`` (ONNX Runtime) or ``openvino-int8`` (OpenVINO).
     """
 
-    def __init__(self, model_path: str, threads: int = 0, backend: str = "onnx-int8") -> None:
-        package = INT8_BACKENDS[backend]
+    def __init__(self, model_path: str, threads: int = 0, engine: str = "onnx-int8") -> None:
+        package = INT8_ENGINES[engine]
         try:
             from transformers import AutoTokenizer
 
             runtime = __import__(package)
         except ImportError as e:
-            raise ModelError(f"the {backend} embedding backend needs {package}: pip install {package} onnx ({e})") from e
-        onnx_path = ensure_onnx_int8(Path(model_path), backend)
+            raise ModelError(f"the {engine} embedding engine needs {package}: pip install {package} onnx ({e})") from e
+        onnx_path = ensure_onnx_int8(Path(model_path), engine)
         threads = threads or available_cores()
-        if backend == "openvino-int8":
+        if engine == "openvino-int8":
             compiled = runtime.Core().compile_model(str(onnx_path), "CPU", {
                 "INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY", "DYNAMIC_QUANTIZATION_GROUP_SIZE": OPENVINO_QUANT_GROUP})
             request, output = compiled.create_infer_request(), compiled.output(0)
@@ -195,10 +195,10 @@ class OnnxEncoder:
         return out
 
 
-def ensure_onnx_int8(model_path: Path, backend: str = "onnx-int8") -> Path:
-    """Export ``model_path`` (a sentence-transformers folder) to int8 ONNX for ``backend`` once; return the file.
+def ensure_onnx_int8(model_path: Path, engine: str = "onnx-int8") -> Path:
+    """Export ``model_path`` (a sentence-transformers folder) to int8 ONNX for ``engine`` once; return the file.
 
-    The export sits in ``<cache>/models/<folder name>-<backend>/`` and is redone
+    The export sits in ``<cache>/models/<folder name>-<engine>/`` and is redone
     when the source folder, its weights or ``ONNX_FORMAT`` change.
     """
     import json
@@ -208,20 +208,20 @@ def ensure_onnx_int8(model_path: Path, backend: str = "onnx-int8") -> Path:
     from rag.config import cache_dir
 
     weights = model_path / "model.safetensors"
-    stamp = {"format": ONNX_FORMAT, "backend": backend, "source": str(model_path.resolve()),
+    stamp = {"format": ONNX_FORMAT, "backend": engine, "source": str(model_path.resolve()),
              "weights_size": weights.stat().st_size if weights.exists() else None,
              "weights_mtime": int(weights.stat().st_mtime) if weights.exists() else None}
-    folder = cache_dir() / "models" / f"{model_path.name}-{backend}"
+    folder = cache_dir() / "models" / f"{model_path.name}-{engine}"
     folder.parent.mkdir(parents=True, exist_ok=True)
     target = folder / "model.onnx"
     marker = folder / "export.json"
     if target.exists() and marker.exists() and json.loads(marker.read_text(encoding="utf-8")) == stamp:
         return target
-    logger.info("exporting %s to int8 ONNX for %s (once)", model_path, backend)
+    logger.info("exporting %s to int8 ONNX for %s (once)", model_path, engine)
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
     try:
         _export(model_path, tmp / "fp32.onnx")
-        if backend == "openvino-int8":
+        if engine == "openvino-int8":
             _int8_weights(tmp / "fp32.onnx", tmp / "model.onnx")
         else:
             _quantize_dynamic(model_path, tmp)
@@ -235,7 +235,7 @@ def ensure_onnx_int8(model_path: Path, backend: str = "onnx-int8") -> Path:
             if not (marker.exists() and json.loads(marker.read_text(encoding="utf-8")) == stamp):
                 raise
     except Exception as e:  # noqa: BLE001 - exporters raise many types
-        raise ModelError(f"cannot export {model_path} to ONNX for {backend} ({e}); use embedding.backend = \"sentence-transformers\"") from e
+        raise ModelError(f"cannot export {model_path} to ONNX for {engine} ({e}); use embedding.engine = \"sentence-transformers\"") from e
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return target

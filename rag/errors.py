@@ -25,4 +25,13 @@ class ModelError(RagError):
 class QuestionError(RagError):
     """A question is empty, too long or otherwise unusable."""
 
-__all__ = ["RagError", "ConfigError", "CorpusError", "IndexLoadError", "ModelError", "QuestionError"]
+
+class EvaluationError(RagError):
+    """A question set, gold annotation or evaluation run cannot be used as asked."""
+
+
+class UploadError(CorpusError):
+    """An uploaded file breaks a limit or cannot be indexed."""
+
+__all__ = ["RagError", "ConfigError", "CorpusError", "IndexLoadError", "ModelError", "QuestionError",
+           "EvaluationError", "UploadError"]

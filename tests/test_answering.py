@@ -106,3 +106,19 @@ def test_follow_up_uses_history(rag: RAG) -> None:
 def test_extractive_backend_answers_without_a_model(rag: RAG) -> None:
     answer = rag.ask("腾讯基金会计划出资多少？", backend="extractive")
     assert not answer.refused and "3亿元" in answer.text and answer.citations
+
+
+def test_a_wrong_setting_stops_with_its_message_instead_of_falling_back(rag: RAG) -> None:
+    """A typo in generation.engine is a ConfigError for the user to fix, not an extractive answer."""
+    from rag.errors import ConfigError
+
+    rag.answerer.config.engine = "ctranslat2"
+    with pytest.raises(ConfigError, match="unknown generation engine 'ctranslat2'"):
+        rag.ask("腾讯基金会计划出资多少？", backend="causal")
+
+
+def test_a_model_that_cannot_load_falls_back_with_a_notice(rag: RAG, tmp_path) -> None:
+    rag.answerer.config.model = str(tmp_path / "no-such-model")
+    answer = rag.ask("腾讯基金会计划出资多少？", backend="causal")
+    assert answer.backend == "extractive" and "生成模型无法加载" in answer.notice
+    assert "3亿元" in answer.text and answer.citations

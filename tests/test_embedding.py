@@ -1,4 +1,4 @@
-"""The fast embedding backends (int8 ONNX on ONNX Runtime and OpenVINO) against the float32 sentence-transformers model."""
+"""The fast embedding engines (int8 ONNX on ONNX Runtime and OpenVINO) against the float32 sentence-transformers model."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -8,7 +8,7 @@ import pytest
 
 from rag import embedding
 from rag.config import EmbeddingConfig
-from rag.embedding import Embedder, choose_backend, ensure_onnx_int8, resolve_embedding_model
+from rag.embedding import Embedder, choose_engine, ensure_onnx_int8, resolve_embedding_model
 from rag.errors import ConfigError, ModelError
 
 PASSAGES = [
@@ -25,22 +25,31 @@ def _model_folder() -> Path:
 
 
 def test_auto_picks_the_fastest_installed_int8_backend_on_cpu(monkeypatch):
-    assert choose_backend(EmbeddingConfig(backend="auto", device="cpu")) == "openvino-int8"
-    assert choose_backend(EmbeddingConfig(backend="auto", device="cuda")) == "sentence-transformers"
+    assert choose_engine(EmbeddingConfig(engine="auto", device="cpu")) == "openvino-int8"
+    assert choose_engine(EmbeddingConfig(engine="auto", device="cuda")) == "sentence-transformers"
     monkeypatch.setattr(embedding, "_available", lambda package: package == "onnxruntime")
-    assert choose_backend(EmbeddingConfig(backend="auto", device="cpu")) == "onnx-int8"
+    assert choose_engine(EmbeddingConfig(engine="auto", device="cpu")) == "onnx-int8"
     monkeypatch.setattr(embedding, "_available", lambda package: False)
-    assert choose_backend(EmbeddingConfig(backend="auto", device="cpu")) == "sentence-transformers"
+    assert choose_engine(EmbeddingConfig(engine="auto", device="cpu")) == "sentence-transformers"
 
 
 def test_int8_backends_refuse_a_gpu_device():
     with pytest.raises(ConfigError, match="embedding.device"):
-        choose_backend(EmbeddingConfig(backend="openvino-int8", device="cuda"))
+        choose_engine(EmbeddingConfig(engine="openvino-int8", device="cuda"))
 
 
-def test_unknown_backend_names_the_choices():
+def test_the_old_key_embedding_backend_still_reads_as_engine():
+    """Config files and index manifests written before the rename keep loading."""
+    from rag.config import Config
+
+    assert Config.from_dict({"embedding": {"backend": "onnx-int8"}}).embedding.engine == "onnx-int8"
+    both = Config.from_dict({"embedding": {"backend": "onnx-int8", "engine": "sentence-transformers"}})
+    assert both.embedding.engine == "sentence-transformers"
+
+
+def test_unknown_engine_names_the_choices():
     with pytest.raises(ConfigError, match="onnx-int8"):
-        choose_backend(EmbeddingConfig(backend="tensorrt"))
+        choose_engine(EmbeddingConfig(engine="tensorrt"))
 
 
 def test_failed_export_is_a_model_error_and_leaves_no_cache(tmp_path, monkeypatch):
@@ -97,8 +106,8 @@ def test_onnx_export_is_fused_and_quantised():
 @pytest.mark.slow
 @pytest.mark.parametrize(("backend", "min_cosine"), [("onnx-int8", 0.97), ("openvino-int8", 0.995)])
 def test_int8_backends_match_float32_sentence_transformers(backend, min_cosine):
-    fast = Embedder(EmbeddingConfig(backend=backend))
-    ref = Embedder(EmbeddingConfig(backend="sentence-transformers"))
+    fast = Embedder(EmbeddingConfig(engine=backend))
+    ref = Embedder(EmbeddingConfig(engine="sentence-transformers"))
     assert fast.dimension == ref.dimension == 384
     p_fast, p_ref = fast.embed_passages(PASSAGES), ref.embed_passages(PASSAGES)
     q_fast, q_ref = fast.embed_queries(QUERIES), ref.embed_queries(QUERIES)
@@ -112,7 +121,7 @@ def test_int8_backends_match_float32_sentence_transformers(backend, min_cosine):
 @pytest.mark.slow
 @pytest.mark.parametrize("backend", ["onnx-int8", "openvino-int8"])
 def test_int8_batches_barely_change_vectors(backend):
-    fast = Embedder(EmbeddingConfig(backend=backend, batch_size=2))
+    fast = Embedder(EmbeddingConfig(engine=backend, batch_size=2))
     together = fast.embed_passages(PASSAGES)
     alone = np.stack([fast.embed_passages([p])[0] for p in PASSAGES])
     # Activations are quantised per batch, so padding partners move a vector only slightly.

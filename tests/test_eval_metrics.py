@@ -6,7 +6,7 @@ import math
 import pytest
 
 from rag.evaluation import metrics as m
-from rag.evaluation.metrics import EvaluationError
+from rag.errors import EvaluationError
 
 
 @pytest.mark.parametrize(

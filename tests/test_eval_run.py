@@ -1,6 +1,7 @@
 """Evaluation runs over a tiny question set with a fake pipeline, and the CLI."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -10,10 +11,9 @@ from click.testing import CliRunner
 
 from rag import cli_eval
 from rag.cli import cli
-from rag.errors import QuestionError
 from rag.evaluation import runner
 from rag.evaluation.compare import compare_runs
-from rag.evaluation.metrics import EvaluationError
+from rag.errors import EvaluationError, QuestionError
 from rag.evaluation.runner import load_questions, run_eval
 from rag.records import Answer, Chunk, Citation, Passage
 
@@ -242,3 +242,24 @@ def test_eval_takes_build_settings_from_the_index_and_answer_settings_from_today
     assert config.chunking.max_chars == 150  # how the index was chunked stays
     assert config.generation == Config().generation and config.answer == Config().answer  # an old index pins no old generator
     assert resolve_config(tmp_path, None, {"backend": "extractive"}).generation.backend == "extractive"
+
+
+class FallbackRAG(FakeRAG):
+    """Answers as the extractive fallback does when the generator model cannot load."""
+
+    def ask(self, question: str, history=None, top_k: int | None = None, generator=None) -> Answer:
+        answer = super().ask(question, history, top_k, generator)
+        return dataclasses.replace(answer, backend="extractive", notice="生成模型无法加载，已改用抽取式回答：no model")
+
+
+def test_a_run_whose_generator_fell_back_is_refused_unless_allowed(tmp_path: Path, questions_file: Path,
+                                                                    clock: FakeClock) -> None:
+    questions = load_questions(questions_file)
+    with pytest.raises(EvaluationError, match="fell back.*--allow-fallback"):
+        run_eval(FallbackRAG(clock), questions, tmp_path / "refused")
+    assert not (tmp_path / "refused" / "metrics.json").exists()
+
+    run_eval(FallbackRAG(clock), questions, tmp_path / "allowed", allow_fallback=True)
+    config = json.loads((tmp_path / "allowed" / "config.json").read_text(encoding="utf-8"))
+    assert "no model" in config["eval"]["generator_fallback"]
+    assert (tmp_path / "allowed" / "metrics.json").is_file()

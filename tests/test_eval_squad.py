@@ -11,7 +11,8 @@ from click.testing import CliRunner
 from rag import cli_eval
 from rag.cli import cli
 from rag.evaluation import squad as squad_mod
-from rag.evaluation.metrics import EvaluationError, cmrc_f1
+from rag.errors import EvaluationError
+from rag.evaluation.metrics import cmrc_f1
 from rag.evaluation.squad import corpus_path, load_squad, squad_index_dir
 from rag.records import Answer, Chunk, Citation, Passage
 from conftest import FakeEmbedder

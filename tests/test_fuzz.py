@@ -134,7 +134,7 @@ def answers_and_passages(draw):
 @given(answers_and_passages())
 def test_aligner_only_cites_retrieved_passages_with_exact_quotes(case) -> None:
     answer, passages, question = case
-    aligned = verify_answer(answer, passages, min_overlap=0.5, question=question)
+    aligned = verify_answer(answer, passages, min_support=0.5, question=question)
     retrieved = {p.chunk_id for p in passages}
     for a in aligned:
         c = a.citation

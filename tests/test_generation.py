@@ -128,6 +128,7 @@ def test_prompt_lookup_keeps_greedy_answers(tiny_qwen):
         assert "".join(lookup.stream(question, docs)).strip() == expected
 
 
+@pytest.mark.timeout(120)  # a tiny random model: closing the stream must end decoding, not hang the run
 def test_prompt_lookup_stream_closed_early_stops_decoding(tiny_qwen):
     docs = [passage(1, TINY_TEXT, "腾讯")]
     generator = build_generator("causal", str(tiny_qwen), engine="transformers", dtype="float32", max_new_tokens=200,
@@ -203,6 +204,7 @@ def test_prompt_shrinks_to_fit_model_context(tiny_t5):
         generator.complete([{"role": "user", "content": "问" * 400}])
 
 
+@pytest.mark.timeout(120)  # a tiny random model: closing the stream must end decoding, not hang the run
 def test_stream_stopped_early_ends_decoding(tiny_t5, passages):
     generator = build_generator("seq2seq", tiny_t5, max_new_tokens=50)
     pieces = generator.stream("腾讯基金会计划出资多少？", passages)

@@ -1,21 +1,23 @@
-"""The llama.cpp engine of the causal backend: GGUF lookup, engine choice, errors, real answers."""
+"""The llama.cpp engine of the causal backend: GGUF lookup, errors, real answers.
+
+Which engine "auto" picks is tested in test_generation_select.py.
+"""
 from __future__ import annotations
 
-import json
+import importlib.util
 import re
 from pathlib import Path
 
 import pytest
 from conftest import dev_gold_case, passage
 
-from rag import generation
 from rag.errors import ModelError
 from rag.generation import REFUSAL, Generator, build_generator
-from rag.generation_fast import LlamaCppGenerator, gguf_file
+from rag.generation.llamacpp import LlamaCppGenerator, gguf_file
 from rag.provision import gguf
 
-#: Tests that run llama.cpp itself; the rest (engine choice, errors, GGUF files) need no llama-cpp-python.
-needs_llama = pytest.mark.skipif(not generation._installed("llama_cpp"), reason="llama-cpp-python is an optional extra")
+#: Tests that run llama.cpp itself; the rest (errors, GGUF files) need no llama-cpp-python.
+needs_llama = pytest.mark.skipif(importlib.util.find_spec("llama_cpp") is None, reason="llama-cpp-python is an optional extra")
 
 ROOT = Path(__file__).resolve().parent.parent
 SPEC = gguf.known_model("qwen2.5-coder-0.5b-instruct")
@@ -28,65 +30,6 @@ class _Fake(Generator):
 
     def complete(self, messages) -> str:
         return ""
-
-
-@pytest.fixture
-def fake_engines(monkeypatch) -> list[str]:
-    """Replace the three engines with fakes that record which was built; "fail" in the model name fails llama.cpp."""
-    tried: list[str] = []
-
-    def engine(name: str):
-        def build(model: str, **kwargs):
-            tried.append(name)
-            if name == "llamacpp" and "fail" in model:
-                raise ModelError("broken GGUF")
-            return _Fake(name, model, **kwargs)
-
-        return build
-
-    monkeypatch.setattr(generation, "_llamacpp_generator", engine("llamacpp"))
-    monkeypatch.setattr(generation, "_ctranslate2_generator", engine("ctranslate2"))
-    monkeypatch.setattr(generation, "CausalGenerator", engine("transformers"))
-    return tried
-
-
-def test_auto_prefers_llamacpp_for_gguf_models_only_without_native_bf16(fake_engines, tmp_path, monkeypatch):
-    monkeypatch.setattr(generation, "_installed", lambda module: True)
-    monkeypatch.setattr(generation, "_fast_bf16", lambda: True)
-    assert build_generator("causal", SPEC.hf_id, engine="auto").engine == "transformers"  # bf16 + prompt lookup is faster
-    assert build_generator("causal", str(tmp_path / "user.gguf"), engine="auto").engine == "llamacpp"
-    monkeypatch.setattr(generation, "_fast_bf16", lambda: False)
-    folder = tmp_path / "provisioned"
-    folder.mkdir()
-    (folder / gguf.PROVENANCE_FILE).write_text(json.dumps({"name": SPEC.name, "gguf_sha256": SPEC.sha256}), encoding="utf-8")
-    for model in (SPEC.hf_id, SPEC.name, str(folder), str(tmp_path / "user.gguf")):
-        assert build_generator("causal", model, engine="auto").engine == "llamacpp", model
-    assert build_generator("causal", str(tmp_path), engine="auto").engine == "ctranslate2"  # a plain folder: no GGUF
-    assert build_generator("causal", SPEC.hf_id, engine="auto", dtype="float32").engine == "transformers"
-    assert build_generator("causal", SPEC.hf_id, engine="auto", compute_type="int8").engine == "ctranslate2"
-    assert build_generator("causal", SPEC.hf_id).engine == "transformers"  # build_generator's own default
-    assert build_generator("causal", SPEC.hf_id, engine="llamacpp").engine == "llamacpp"
-
-
-def test_auto_falls_back_with_a_warning(fake_engines, tmp_path, monkeypatch, caplog):
-    monkeypatch.setattr(generation, "_installed", lambda module: True)
-    monkeypatch.setattr(generation, "_fast_bf16", lambda: False)
-    folder = tmp_path / "fail"
-    folder.mkdir()
-    (folder / gguf.PROVENANCE_FILE).write_text(json.dumps({"name": SPEC.name, "gguf_sha256": SPEC.sha256}), encoding="utf-8")
-    assert build_generator("causal", str(folder), engine="auto").engine == "ctranslate2"  # the next engine
-    assert fake_engines == ["llamacpp", "ctranslate2"]
-    assert "llama.cpp cannot run" in caplog.text
-    monkeypatch.setattr(generation, "_installed", lambda module: module == "llama_cpp")
-    assert build_generator("causal", str(folder), engine="auto").engine == "transformers"
-    with pytest.raises(ModelError, match="broken GGUF"):  # no other engine reads a .gguf file
-        build_generator("causal", str(tmp_path / "fail.gguf"), engine="auto")
-
-
-def test_gguf_files_need_llamacpp(tmp_path):
-    for engine in ("transformers", "ctranslate2"):
-        with pytest.raises(ModelError, match='engine = "llamacpp"'):
-            build_generator("causal", str(tmp_path / "model.gguf"), engine=engine)
 
 
 @needs_llama
@@ -185,6 +128,7 @@ def test_qwen_llamacpp_refuses_when_passages_lack_the_answer(qwen_llama):
 
 @needs_llama
 @pytest.mark.slow
+@pytest.mark.timeout(300)  # the real model (its GGUF joined on first use); closing must not hang
 def test_qwen_llamacpp_stops_when_the_stream_is_closed_and_limits_tokens(qwen_llama):
     docs = [passage(1, "北京今天晴，最高气温25度。明天有小雨。", "天气")]
     pieces = qwen_llama.stream("请详细描述北京的天气，写很长。", docs)
@@ -201,7 +145,7 @@ def test_qwen_llamacpp_stops_when_the_stream_is_closed_and_limits_tokens(qwen_ll
 @needs_llama
 @pytest.mark.slow
 def test_q8_copy_is_made_once_beside_the_gguf(tmp_path):
-    from rag.generation_fast import q8_copy
+    from rag.generation.llamacpp import q8_copy
 
     source = tmp_path / "model.gguf"
     source.symlink_to(gguf.ensure_gguf(SPEC.name))

@@ -50,7 +50,7 @@ def test_ray_build_retrieves_like_the_local_build(tmp_path) -> None:
     from rag.pipeline import RAG
 
     # float32 sentence-transformers on both sides, so vectors can be compared closely.
-    config = Config().with_overrides(embedding={"backend": "sentence-transformers"})
+    config = Config().with_overrides(embedding={"engine": "sentence-transformers"})
     questions = [json.loads(line)["question"] for line in open("eval/dev_questions.jsonl", encoding="utf-8")]
     # The single-process reference: the repository's index when it is current, else built here.
     if _current("index/default", config):
@@ -88,7 +88,7 @@ def _current(index_dir: str, config: Config) -> bool:
         index = Index.load(index_dir, embedding_model=config.embedding.model)
     except Exception:  # noqa: BLE001 - any problem means "build a reference here"
         return False
-    if index.manifest["embedding"].get("backend") not in (None, "sentence-transformers"):
+    if index.manifest["embedding"].get("engine") not in (None, "sentence-transformers"):
         return False
     # The FAISS type does not change the vectors or chunks the comparison is about.
     wanted = _fingerprint(config, corpus_hash(load_documents(["data/articles.txt"])))

@@ -1,6 +1,7 @@
-"""问源 Wenyuan web UI (Gradio). Needs the ``ui`` extra: ``pip install -e ".[ui]"``."""
-from __future__ import annotations
+"""问源 Wenyuan web UI (Gradio; the ``ui`` extra: ``pip install -e ".[ui]"``).
 
-from ui.app import build_app, launch_app
-
-__all__ = ["build_app", "launch_app"]
+``ui.app`` builds the Gradio app and ``ui.cli`` the ``rag serve`` command; both
+need gradio. ``ui.uploads`` and ``ui.render`` do not, so upload handling and
+answer rendering work (and are tested) without the extra. This package imports
+nothing itself: ``from ui.app import build_app, launch_app``.
+"""

@@ -22,7 +22,7 @@ from pathlib import Path, PurePosixPath
 from typing import Callable, Iterable
 
 from rag.corpus import SUPPORTED_SUFFIXES, load_documents
-from rag.errors import CorpusError, RagError
+from rag.errors import CorpusError, RagError, UploadError
 
 logger = logging.getLogger(__name__)
 
@@ -31,10 +31,6 @@ MAX_FILES = 20
 _UNSAFE = re.compile(r"[^\w\-]+")  # \w keeps letters of any script, so Chinese names survive
 
 Progress = Callable[[float, str], None]
-
-
-class UploadError(CorpusError):
-    """An uploaded file breaks a limit or cannot be indexed."""
 
 
 def safe_filename(name: str) -> str:

@@ -11,7 +11,7 @@ import re
 import unicodedata
 from typing import Any, Iterable, Mapping, Sequence
 
-from rag.errors import RagError
+from rag.errors import EvaluationError
 from rag.normalize import is_cjk
 from rag.verify.checks import REFUSAL_CUES
 
@@ -27,10 +27,6 @@ COVERAGE_CORRECT = 0.8
 #: Coverages at which metrics.json reports the risk-coverage curve's accuracy.
 RISK_COVERAGE_POINTS = (0.5, 0.8, 1.0)
 RETRIEVAL_METRICS = tuple(f"retrieval.hit@{k}" for k in RETRIEVAL_KS) + ("retrieval.mrr@10", "retrieval.ndcg@10")
-
-
-class EvaluationError(RagError):
-    """A question file is malformed or a metric cannot be computed."""
 
 
 def normalize_answer(text: str) -> str:

@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 from rag.errors import RagError
 from rag.questions import clean_question
 from rag.evaluation import metrics as m
-from rag.evaluation.metrics import EvaluationError
+from rag.errors import EvaluationError
 from rag.records import Answer, Passage
 
 logger = logging.getLogger(__name__)
@@ -182,12 +182,16 @@ def run_eval(
     top_k: int | None = None,
     settings: dict[str, Any] | None = None,
     config: dict[str, Any] | None = None,
+    allow_fallback: bool = False,
 ) -> RunResult:
     """Evaluate ``questions`` with ``rag`` and write the run folder ``run_dir``.
 
     The first question is answered once, untimed, before the run so that model
     loading is not counted as latency. Raises EvaluationError when a question
     fails or a metric cannot be computed; predictions written so far are kept.
+    A generator that could not load and fell back to the extractive one would be
+    scored as the system asked for, so that also raises EvaluationError unless
+    ``allow_fallback`` (then config.json records the fallback).
     """
     from rag.evaluation.report import write_report
 
@@ -202,10 +206,18 @@ def run_eval(
     started = time.perf_counter()
     try:
         rag.retrieve(clean_question(questions[0].question), top_k=m.RETRIEVAL_DEPTH)
-        if not retrieval_only:
-            rag.ask(questions[0].question, top_k=top_k)
+        notice = "" if retrieval_only else getattr(rag.ask(questions[0].question, top_k=top_k), "notice", "")
     except RagError as e:
         raise EvaluationError(f"warm-up on question {questions[0].id} failed: {e}") from e
+    if notice:
+        if not allow_fallback:
+            raise EvaluationError(
+                f"the generator fell back to the extractive one ({notice}); this run would score another "
+                "system than the one asked for. Fix the model (rag models provision), or pass --allow-fallback "
+                "to score the fallback anyway"
+            )
+        resolved["eval"]["generator_fallback"] = notice
+        _write_json(run_dir / "config.json", resolved)
     items = []
     with open(run_dir / "predictions.jsonl", "w", encoding="utf-8") as f:
         # disable=None: a bar on a terminal only; WENYUAN_NO_PROGRESS silences it as for embedding.

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from rag.config import Config, default_index_dir
-from rag.evaluation.metrics import EvaluationError
+from rag.errors import EvaluationError
 from rag.evaluation.runner import UNANSWERABLE, EvalQuestion
 
 logger = logging.getLogger(__name__)

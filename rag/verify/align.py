@@ -76,13 +76,15 @@ def align_sentence(
     sentence: str,
     passages: Sequence[Passage],
     hinted: Sequence[int] = (),
-    min_overlap: float = 0.5,
+    min_support: float = 0.5,
     question: str = "",
 ) -> AlignedSentence:
     """Find the passage that supports ``sentence``; ``hinted`` are the model's 1-based markers.
 
     Only what the sentence adds to the question has to be supported: an answer
     that merely restates the question ("…框架叫…框架") adds nothing and gets no citation.
+    ``min_support`` is the share (0..1) of those added bigrams the best passage span must
+    hold (``Config.answer.min_support``).
     """
     tokens = key_tokens(sentence)
     qb = bigrams(question)
@@ -95,7 +97,7 @@ def align_sentence(
         norm_passage = passage.text.lower()
         missing = tuple(t for t in tokens if t not in norm_passage)
         score, s, e = _best_span(claim, passage)
-        if score < min_overlap:
+        if score < min_support:
             continue
         if missing:
             if len(missing) < len(best_missing):
@@ -124,9 +126,9 @@ def split_answer(text: str) -> list[tuple[str, list[int]]]:
     return out
 
 
-def verify_answer(text: str, passages: Sequence[Passage], min_overlap: float = 0.5, question: str = "") -> list[AlignedSentence]:
+def verify_answer(text: str, passages: Sequence[Passage], min_support: float = 0.5, question: str = "") -> list[AlignedSentence]:
     """Align every sentence of ``text``; see the module docstring."""
-    return [align_sentence(s, passages, hinted, min_overlap, question) for s, hinted in split_answer(text)]
+    return [align_sentence(s, passages, hinted, min_support, question) for s, hinted in split_answer(text)]
 
 
 def render(aligned: Sequence[AlignedSentence]) -> tuple[str, tuple[Citation, ...]]:

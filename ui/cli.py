@@ -1,5 +1,9 @@
 """``rag serve``: start the web UI.
 
+The command lives with the UI, at the edge: ``rag`` finds it through the
+``wenyuan.commands`` entry point (pyproject.toml) only when it is run, so the
+library never imports ``ui`` or gradio.
+
 Examples:
     rag serve                                  # http://127.0.0.1:7860
     rag serve --port 8080 --backend extractive # no generator model, instant answers
@@ -12,7 +16,7 @@ import time
 
 import click
 
-from rag.config import default_index_dir
+from rag.config import default_index_dir, load_config
 
 logger = logging.getLogger(__name__)
 
@@ -30,7 +34,6 @@ def serve(index_dir: str | None, host: str, port: int, data_dir: str | None, bac
         from ui.app import build_app, launch_app
     except ImportError as e:
         raise click.ClickException(f"the web UI needs gradio: pip install -e '.[ui]' ({e})") from e
-    from rag.cli import load_config
     from rag.pipeline import RAG
 
     started = time.perf_counter()

@@ -1,0 +1,140 @@
+"""The CTranslate2 engine of the causal backend: same prompt, greedy decoding, int8 weights.
+
+``CTranslate2Generator`` runs the "causal" backend when ``generation.engine``
+is "ctranslate2", or "auto" on a CPU without native bf16 (or given a
+``compute_type``). The transformers folder is converted once into the cache
+(rag/provision/ct2.py). Measured on the 81 answerable dev questions, in one
+run against transformers float32 (benchmarks/results/generation_speed_v2.json):
+raw answers 2.9x faster with 5 passages in the prompt (accuracy 0.753 vs
+0.790) and 3.6x with 3 (0.790). End to end (rag eval, dev set) int8 answers
+0.852 vs 0.901 for transformers bfloat16, so it is not the engine where the CPU
+computes bf16 natively.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from rag.config import DEFAULT_GENERATOR_MODEL, available_cores
+from rag.errors import ModelError
+from rag.generation.base import FittedPromptGenerator, lstrip_first
+from rag.generation.prompt import DEFAULT_MAX_PROMPT_CHARS, Messages
+
+logger = logging.getLogger(__name__)
+
+_STOP_TOKENS = ("<|im_end|>", "<|endoftext|>", "<|eot_id|>")
+
+
+class CTranslate2Generator(FittedPromptGenerator):
+    """A decoder-only chat model run by CTranslate2, prompted through its chat template.
+
+    Args:
+        model: Hugging Face id or local transformers folder (as for ``CausalGenerator``).
+        compute_type: CTranslate2 quantization of the cached weights and compute
+            type, e.g. "int8" (int8 weights, float32 activations) or "int8_bfloat16".
+        max_new_tokens: Most tokens in one reply.
+        threads: Compute threads; default: the cores this process may use.
+    """
+
+    backend = "causal"  # same backend to users: same model, prompt and greedy decoding
+    engine = "ctranslate2"
+
+    def __init__(
+        self,
+        model: str = DEFAULT_GENERATOR_MODEL,
+        *,
+        compute_type: str = "int8",
+        max_new_tokens: int = 96,
+        max_prompt_chars: int = DEFAULT_MAX_PROMPT_CHARS,
+        max_input_tokens: int | None = None,
+        threads: int | None = None,
+        prompt_passages: int | None = None,
+    ) -> None:
+        super().__init__(max_prompt_chars, prompt_passages)
+        from rag.provision.ct2 import ensure_ct2_model
+        from rag.provision.gguf import resolve_generator_model
+
+        self.model_name = model
+        self.max_new_tokens = max_new_tokens
+        source = _local_folder(resolve_generator_model(model))
+        # One int8 conversion serves every int8_* compute type; CTranslate2 adapts it on load.
+        path = ensure_ct2_model(source, "int8" if compute_type.startswith("int8") else compute_type)
+        try:
+            import ctranslate2
+            from transformers import AutoTokenizer
+
+            self.tokenizer = AutoTokenizer.from_pretrained(source)
+            self.model = ctranslate2.Generator(
+                str(path), device="cpu", compute_type=compute_type, intra_threads=threads or available_cores(), inter_threads=1
+            )
+        # Broad on purpose: damaged files fail in tokenizers, json or CTranslate2 itself.
+        except Exception as e:
+            fix = (
+                'use compute_type "int8", which every CPU runs' if "compute type" in str(e)
+                else "delete that folder to convert it again"
+            )
+            raise ModelError(
+                f"cannot load CTranslate2 model {path}: {str(e).rstrip('.')}; {fix}, "
+                "or set generation.engine = \"transformers\""
+            ) from e
+        if self.tokenizer.chat_template is None:
+            raise ModelError(f"{model!r} has no chat template; use the seq2seq backend or an instruct model")
+        self._stops = [t for t in _STOP_TOKENS if t in self.tokenizer.get_vocab()]
+        self._stop_ids = {self.tokenizer.convert_tokens_to_ids(t) for t in self._stops}
+        context = _context_tokens(Path(source))
+        self.max_input_tokens = max_input_tokens or context - max_new_tokens
+        logger.info("loaded CTranslate2 %s model %s (input limit %d tokens)", compute_type, path, self.max_input_tokens)
+
+    def stream_complete(self, messages: Messages) -> Iterator[str]:
+        ids = self._checked_ids(messages)
+        steps = self.model.generate_tokens(
+            self.tokenizer.convert_ids_to_tokens(ids), max_length=self.max_new_tokens, sampling_topk=1, end_token=self._stops
+        )
+        try:
+            yield from lstrip_first(self._pieces(steps))
+        except (RuntimeError, ValueError) as e:
+            raise ModelError(f"CTranslate2 generation failed: {e}") from e
+        finally:
+            steps.close()  # a consumer that stops early also stops the decoding
+
+    def _pieces(self, steps: Iterator[Any]) -> Iterator[str]:
+        new: list[int] = []
+        shown = ""
+        for step in steps:
+            if step.token_id in self._stop_ids:
+                break
+            new.append(step.token_id)
+            text = self.tokenizer.decode(new, skip_special_tokens=True)
+            # A Chinese character can span two byte-level tokens: wait for the second.
+            if text.endswith("\ufffd"):
+                continue
+            yield text[len(shown) :]
+            shown = text
+
+    def _encode(self, messages: Messages) -> list[int]:
+        ids = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
+        return list(ids["input_ids"] if hasattr(ids, "keys") else ids)
+
+
+def _local_folder(model: str) -> str:
+    """A folder for ``model``: itself, or its snapshot in the Hugging Face cache."""
+    if os.path.isdir(model):
+        return model
+    try:
+        from huggingface_hub import snapshot_download
+
+        return snapshot_download(model, local_files_only=True)
+    except Exception as e:  # not cached, or no huggingface_hub: both mean "no local copy"
+        raise ModelError(f"no local copy of {model!r}; pass a local transformers folder") from e
+
+
+def _context_tokens(path: Path) -> int:
+    try:
+        config = json.loads((path / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        config = {}
+    return int(config.get("max_position_embeddings") or 2048)

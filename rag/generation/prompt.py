@@ -1,0 +1,69 @@
+"""The prompt every backend runs: wording, passage numbering and fitting to a token limit.
+
+Change :data:`PROMPT_VERSION` whenever the wording below changes, so
+evaluation runs that recorded it can be told apart.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+from rag.errors import QuestionError
+from rag.records import Passage
+
+PROMPT_VERSION = "zh-3"
+REFUSAL = "根据现有资料无法回答这个问题。"
+# The rules sit in the system turn: with them after the passages, Qwen2.5-0.5B
+# tended to copy the passages out instead of answering.
+INSTRUCTION = f"只根据资料简短回答，不要复述整段资料；每句话后用[编号]标注出处，例如“……[1]。”；资料中没有答案时回答：{REFUSAL}"
+SYSTEM_PROMPT = "你是“问源”，一个严谨的中文问答助手。你只使用用户给出的资料回答问题，不编造资料以外的内容。" + INSTRUCTION
+USER_TEMPLATE = "资料：\n{passages}\n\n问题：{question}"
+DEFAULT_MAX_PROMPT_CHARS = 1500
+_MIN_PASSAGE_CHARS = 30  # a passage cut shorter than this is dropped, not shown
+
+Messages = list[dict[str, str]]
+
+
+def format_passages(passages: Sequence[Passage], max_chars: int = DEFAULT_MAX_PROMPT_CHARS) -> str:
+    """Number passages ``[1] 《title》 text`` in rank order, within ``max_chars`` of text."""
+    lines: list[str] = []
+    left = max_chars
+    for number, passage in enumerate(passages, start=1):
+        text = " ".join(passage.text.split())
+        if len(text) > left:
+            if left < _MIN_PASSAGE_CHARS:
+                break
+            text = text[: left - 1] + "…"
+        left -= len(text)
+        title = f"《{passage.title}》 " if passage.title else ""
+        lines.append(f"[{number}] {title}{text}")
+    return "\n".join(lines) if lines else "（无）"
+
+
+def build_messages(question: str, passages: Sequence[Passage], max_chars: int = DEFAULT_MAX_PROMPT_CHARS) -> Messages:
+    """Chat messages asking ``question`` about ``passages`` (truncated to ``max_chars``)."""
+    user = USER_TEMPLATE.format(passages=format_passages(passages, max_chars), question=question.strip())
+    return [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": user}]
+
+
+def fit_messages(question: str, passages: Sequence[Passage], max_chars: int, max_tokens: int,
+                 count_tokens: Callable[[Messages], int]) -> Messages:
+    """The prompt with the passage budget shrunk until ``count_tokens`` says it fits ``max_tokens``."""
+    budget = max_chars
+    while True:
+        messages = build_messages(question, passages, budget)
+        n_tokens = count_tokens(messages)
+        if n_tokens <= max_tokens or budget == 0:
+            return messages
+        budget = max(0, int(budget * max_tokens / n_tokens) - _MIN_PASSAGE_CHARS)
+
+
+def check_prompt_tokens(n_tokens: int, max_tokens: int) -> None:
+    if n_tokens > max_tokens:
+        raise QuestionError(
+            f"the prompt has {n_tokens} tokens but the model takes {max_tokens}; shorten the question or the passages"
+        )
+
+
+def flatten_messages(messages: Messages) -> str:
+    """The message contents as one text, for models without a chat template."""
+    return "\n\n".join(m["content"].strip() for m in messages if m["content"].strip())
