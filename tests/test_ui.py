@@ -40,10 +40,11 @@ def rag(mini_rag) -> RAG:
     return mini_rag
 
 
-def _script(rag: RAG, *replies: str) -> None:
+def _script(rag: RAG, *replies: str) -> ScriptedGenerator:
     gen = ScriptedGenerator(*replies)
     gen.backend = rag.config.generation.backend  # pretend to be the configured backend (no fallback notice)
     install_generator(rag, gen)
+    return gen
 
 
 def _passage(text: str, doc_id: str = "doc-009", title: str = "标题") -> Passage:
@@ -213,7 +214,7 @@ def _fn(demo, name: str):
 def test_chat_streams_then_renders_sources_and_keeps_history(rag, tmp_path) -> None:
     from ui.app import build_app
 
-    _script(rag, "腾讯基金会计划出资3亿元[1]。", "该计划由V基金协助执行[1]。")
+    gen = _script(rag, "腾讯基金会计划出资3亿元[1]。", "该计划由V基金协助执行[1]。")
     demo = build_app(rag, data_dir=tmp_path / "user")
     respond = _fn(demo, "answer_stream")
     backend = rag.config.generation.backend
@@ -227,7 +228,14 @@ def test_chat_streams_then_renders_sources_and_keeps_history(rag, tmp_path) -> N
     steps = list(respond("由谁协助执行？", chat, pairs, 5, backend, True))
     chat, _, pairs, _, passages, answer = steps[-1]
     assert len(chat) == 4 and len(pairs) == 2
-    assert answer.standalone_question != "由谁协助执行？"  # the follow-up used the history
+    # The follow-up names no subject: it is asked about the earlier turn's subject, and still
+    # asks for what the follow-up asked (who assists with the execution).
+    standalone = answer.standalone_question
+    assert answer.question == "由谁协助执行？"
+    assert "腾讯基金会" in standalone and "协助执行" in standalone and "谁" in standalone, standalone
+    assert gen.questions[-1] == standalone  # the generator was asked the rewritten question
+    assert not answer.refused and "V基金" in answer.text and answer.citations[0].doc_id == "doc-001", answer.text
+    assert "V基金" in chat[3]["content"]
 
 
 def test_chat_shows_library_errors_without_traceback(rag, tmp_path) -> None:

@@ -58,6 +58,18 @@ def test_unsupported_and_explicit_refusals(check: AnswerCheck) -> None:
     assert rescued.rescued and "500万元" in rescued.candidate and rescued.signals["explicit_refusal"] == 1.0
 
 
+@pytest.mark.parametrize("reply", ["[2]", "[2]。", " [1][2] ", "。"])
+def test_a_reply_of_only_markers_says_nothing_and_gets_the_extractive_try(check: AnswerCheck, reply: str) -> None:
+    assert is_explicit_refusal(reply)
+    rescued = check.check("青禾基金会本年度总预算为多少？", reply, PASSAGES)
+    assert rescued.rescued and "500万元" in rescued.candidate
+
+
+def test_short_real_answers_are_not_taken_for_refusals() -> None:
+    for reply in ("500万元[2]。", "300[2]", "Lin[1]", "是[1]。"):
+        assert not is_explicit_refusal(reply), reply
+
+
 def test_strictness_moves_along_the_curve(check: AnswerCheck) -> None:
     # A weak answer: supported, on the question's sentence, but adding little to it.
     weak = ("张三后来在哪里开了工作室？", "张三后来开了一家工作室[1]。", PASSAGES)

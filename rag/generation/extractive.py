@@ -11,8 +11,10 @@ from rag.generation.prompt import REFUSAL, Messages
 from rag.records import Passage
 from rag.textsim import bigrams, question_core
 
-_SENTENCE_RE = re.compile(r"[^。！？!?；;\n]+[。！？!?；;]*")
-_CLOSING = "。！？!?；;，,、 "
+# A sentence ends at Chinese or Western end punctuation; a "." ends one only before
+# whitespace or the end, so "3.5亿" and "e.g" stay whole and English text splits.
+_SENTENCE_RE = re.compile(r"(?:[^。！？!?；;\n.]|\.(?=\S))+[。！？!?；;.]*")
+_CLOSING = "。！？!?；;，,、. "
 
 
 class ExtractiveGenerator(Generator):

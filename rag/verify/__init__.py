@@ -25,6 +25,7 @@ that it loses almost no answerable question), which saves a generation.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Sequence
 
@@ -43,9 +44,14 @@ __all__ = ["AnswerCheck", "Verdict", "REFUSAL", "REFUSAL_CUES", "FEATURES", "HAR
 HARD_REFUSALS = ("off_question", "type")
 
 
+_PUNCTUATION = re.compile(r"[\s\W_]+")
+
+
 def is_explicit_refusal(raw: str) -> bool:
-    """Whether the generator's reply is empty or says the documents do not hold the answer."""
-    return not raw.strip() or any(cue in raw for cue in REFUSAL_CUES)
+    """Whether the generator's reply says nothing (empty, or only citation markers and
+    punctuation, such as "[1]。") or says the documents do not hold the answer."""
+    return not _PUNCTUATION.sub("", strip_markers(raw)) or any(cue in raw for cue in REFUSAL_CUES)
+
 
 
 @dataclass(frozen=True)
