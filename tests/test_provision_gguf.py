@@ -243,3 +243,15 @@ def test_real_qwen_provisioning():
     assert config["model_type"] == "qwen2" and config["num_hidden_layers"] == 24
     assert "quantization_config" not in config
     assert resolve_generator_model(spec.hf_id) in (str(path), spec.hf_id)
+
+
+def test_provision_names_the_known_generators_for_an_unknown_one(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from rag.cli import cli
+
+    monkeypatch.setenv("WENYUAN_CACHE", str(tmp_path))  # nothing may be built before the name is checked
+    result = CliRunner().invoke(cli, ["models", "provision", "--model", "Qwen/Qwen2.5-Coder-7B-Instruct"])
+    assert result.exit_code != 0
+    assert "unknown generator model" in result.output and "qwen2.5-coder-1.5b-instruct" in result.output
+    assert not any(tmp_path.iterdir())
