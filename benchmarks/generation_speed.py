@@ -99,12 +99,15 @@ def llama_cpp(threads: int, prompt_threads: int | None = None):
     return make
 
 
-def ct2(compute_type: str = "int8", threads: int | None = None):
+GENERATOR_1_5B = "Qwen/Qwen2.5-Coder-1.5B-Instruct"  # `rag models provision --model` it first
+
+
+def ct2(compute_type: str = "int8", threads: int | None = None, model: str = DEFAULT_GENERATOR_MODEL):
     """The shipped CTranslate2 engine (rag/generation/ct2.py): conversion cached, then streamed."""
     def make():
         from rag.generation.ct2 import CTranslate2Generator
 
-        gen = CTranslate2Generator(DEFAULT_GENERATOR_MODEL, compute_type=compute_type, max_new_tokens=MAX_NEW_TOKENS, threads=threads)
+        gen = CTranslate2Generator(model, compute_type=compute_type, max_new_tokens=MAX_NEW_TOKENS, threads=threads)
         return gen.stream_complete
 
     return make
@@ -174,6 +177,7 @@ def variants(cores: int) -> list[Variant]:
         Variant("ctranslate2 int8", ct2_int8 := ct2("int8")),
         Variant("ctranslate2 int8 prompt 1000 chars", ct2_int8, max_prompt_chars=1000),
         Variant("ctranslate2 int8 top 3 passages", ct2_int8, top_k=3),
+        Variant("ctranslate2 int8 1.5B top 3 passages", ct2("int8", model=GENERATOR_1_5B), top_k=3),
         # CTranslate2 4.8 refused int8_bfloat16 and bfloat16 on an AVX512-BF16 CPU without AMX ("not efficient"): an error row there.
         Variant("ctranslate2 int8_bfloat16", ct2("int8_bfloat16")),
         Variant("onnxruntime-genai int4 (acc. level 4)", ort_genai("int4")),

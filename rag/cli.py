@@ -226,6 +226,75 @@ from rag.cli_eval import eval_group  # noqa: E402
 cli.add_command(eval_group, "eval")
 
 
+@cli.group()
+def keys() -> None:
+    """API keys for `rag serve` (stored hashed in $WENYUAN_DATA, default ~/.local/share/wenyuan).
+
+    Examples:
+        rag keys create --name laptop      # prints the key once
+        rag keys list
+        rag keys revoke laptop             # by name or id
+    """
+
+
+@keys.command("create")
+@click.option("--name", default="", help="A label to recognise the key by.")
+def keys_create(name: str) -> None:
+    """Create a key and print it (only its hash is stored: copy it now)."""
+    from rag.api.keys import KeyStore
+
+    store = KeyStore()
+    key, record = store.create(name)
+    click.echo(key)
+    click.echo(f"created key {record.id} ({name or 'no name'}) in {store.path}; it is shown only this once", err=True)
+
+
+@keys.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def keys_list(as_json: bool) -> None:
+    """List the stored keys (id, name, start of the key, creation time); never the keys themselves."""
+    from rag.api.keys import KeyStore
+
+    records = KeyStore().records()
+    if as_json:
+        click.echo(json.dumps([{"id": r.id, "name": r.name, "prefix": r.prefix, "created": r.created} for r in records],
+                              ensure_ascii=False))
+        return
+    if not records:
+        click.echo("no API keys; create one with `rag keys create --name NAME`")
+    for r in records:
+        click.echo(f"{r.id}  {r.name or '-':<16} {r.prefix}…  {time.strftime('%Y-%m-%d %H:%M', time.localtime(r.created))}")
+
+
+@keys.command("revoke")
+@click.argument("key_id")
+def keys_revoke(key_id: str) -> None:
+    """Revoke the key(s) with this id or name; a running server stops accepting them at once."""
+    from rag.api.keys import KeyStore
+
+    for r in KeyStore().revoke(key_id):
+        click.echo(f"revoked {r.id} ({r.name or 'no name'})")
+
+
+@cli.command("mcp")
+@click.option("--index-dir", default=None, help="Index folder (default: index/default).")
+@click.option("--config", "config_path", default=None, help="TOML config file.")
+def mcp_command(index_dir: str | None, config_path: str | None) -> None:
+    """Serve the knowledge base to MCP agents over stdio (tools: search, ask; the KB as a resource).
+
+    Example (an MCP client's server entry):  {"command": "rag", "args": ["mcp", "--index-dir", "index/default"]}
+    """
+    try:
+        from rag.api.mcp import build_mcp_server
+    except ImportError as e:
+        raise click.ClickException(f"`rag mcp` needs the MCP SDK: pip install -e '.[api]' ({e})") from e
+    from rag.pipeline import RAG
+
+    config = load_config(config_path) if config_path else None
+    rag = RAG.load(index_dir or default_index_dir(), config=config)
+    build_mcp_server(rag).run("stdio")  # stdout carries the protocol; logs go to stderr
+
+
 def _plugin_commands() -> dict:
     from importlib.metadata import entry_points
 

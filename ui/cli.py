@@ -1,4 +1,4 @@
-"""``rag serve``: start the web UI.
+"""``rag serve``: start the web UI and the HTTP API on one port.
 
 The command lives with the UI, at the edge: ``rag`` finds it through the
 ``wenyuan.commands`` entry point (pyproject.toml) only when it is run, so the
@@ -8,6 +8,7 @@ Examples:
     rag serve                                  # http://127.0.0.1:7860
     rag serve --port 8080 --backend extractive # no generator model, instant answers
     rag serve --index-dir index/mine --data-dir ~/wenyuan-uploads
+    rag serve --host 0.0.0.0 --concurrency 2    # needs an API key: rag keys create
 """
 from __future__ import annotations
 
@@ -23,19 +24,33 @@ logger = logging.getLogger(__name__)
 
 @click.command()
 @click.option("--index-dir", default=None, help="Index folder (default: index/default).")
-@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on; 0.0.0.0 exposes the app to the network.")
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on; any non-loopback address (0.0.0.0) needs an API key (rag keys create).")
 @click.option("--port", type=int, default=7860, show_default=True)
 @click.option("--data-dir", default=None, help="Folder for uploaded documents and their index (default: index/user).")
 @click.option("--backend", type=click.Choice(["causal", "seq2seq", "extractive"]), default=None, help="Default generator (default: from the config).")
 @click.option("--config", "config_path", default=None, help="TOML config file.")
-def serve(index_dir: str | None, host: str, port: int, data_dir: str | None, backend: str | None, config_path: str | None) -> None:
-    """Serve the chat UI; the index and models load once, before the first page."""
+@click.option("--concurrency", type=click.IntRange(1), default=1, show_default=True, help="API answers generating at once.")
+@click.option("--max-queue", type=click.IntRange(0), default=16, show_default=True,
+              help="API answers waiting for a slot; beyond that, 429 with Retry-After.")
+@click.option("--rate-limit", type=click.FloatRange(0), default=0, show_default=True,
+              help="API requests per minute per key (0: no limit).")
+@click.option("--cors-origin", "cors_origins", multiple=True, help="Allow browser calls to the API from this origin (repeatable).")
+def serve(index_dir: str | None, host: str, port: int, data_dir: str | None, backend: str | None, config_path: str | None,
+          concurrency: int, max_queue: int, rate_limit: float, cors_origins: tuple[str, ...]) -> None:
+    """Serve the chat UI at / and the HTTP API under /v1 (OpenAI-compatible; docs at /docs).
+
+    The index and models load once, before the first page, and are shared by both.
+    """
     try:
-        from ui.app import build_app, launch_app
+        from rag.api.keys import KeyStore, check_exposure
+        from ui.server import build_server, serve_app
     except ImportError as e:
-        raise click.ClickException(f"the web UI needs gradio: pip install -e '.[ui]' ({e})") from e
+        raise click.ClickException(f"rag serve needs gradio, fastapi and uvicorn: pip install -e '.[ui,api]' ({e})") from e
     from rag.pipeline import RAG
 
+    keys = KeyStore()
+    check_exposure(host, keys)  # before loading anything: refuse fast
     started = time.perf_counter()
     config = load_config(config_path) if config_path else None
     rag = RAG.load(index_dir or default_index_dir(), config=config)
@@ -43,15 +58,12 @@ def serve(index_dir: str | None, host: str, port: int, data_dir: str | None, bac
     click.echo(f"index loaded ({time.perf_counter() - started:.1f}s); loading the {backend} generator…")
     rag.answerer.generator(backend)  # load now, not on the first question
     rag.retrieve("问源", top_k=1)  # warms the tokenizer dictionaries and the embedder
-    demo = build_app(rag, data_dir=data_dir, default_backend=backend)
-    restored = demo.user_documents.restore()
+    app = build_server(rag, data_dir=data_dir, default_backend=backend, keys=keys, concurrency=concurrency,
+                       max_queue=max_queue, rate_limit=rate_limit, cors_origins=cors_origins)
+    restored = app.state.demo.user_documents.restore()
     if restored:
-        click.echo(f"searching {restored} uploaded files from {demo.user_documents.files_dir}")
-    launch_app(demo, host=host, port=port, prevent_thread_lock=True, quiet=True)
-    click.echo(f"问源 ready at http://{host}:{port} ({time.perf_counter() - started:.1f}s after start); Ctrl+C stops it")
-    try:
-        demo.block_thread()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        demo.close()
+        click.echo(f"searching {restored} uploaded files from {app.state.demo.user_documents.files_dir}")
+    access = "API keys required" if keys.has_keys() else "no API key configured: /v1 is open to this machine"
+    click.echo(f"问源 ready at http://{host}:{port} (API: /v1, docs: /docs; {access}; "
+               f"{time.perf_counter() - started:.1f}s after start); Ctrl+C stops it")
+    serve_app(app, host=host, port=port).run()

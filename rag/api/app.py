@@ -1,0 +1,64 @@
+"""``create_app(rag)``: the FastAPI app serving the HTTP API under ``/v1``.
+
+Example:
+    >>> from rag.pipeline import RAG
+    >>> app = create_app(RAG.load("index/default"))  # doctest: +SKIP
+    >>> uvicorn.run(app, host="127.0.0.1", port=7860)  # doctest: +SKIP
+"""
+from __future__ import annotations
+
+import logging
+import time
+from typing import Sequence
+
+from fastapi import FastAPI
+
+from rag.api import openai, rest
+from rag.api.deps import ApiState, install_error_handlers
+from rag.api.keys import KeyStore
+from rag.api.limits import DEFAULT_MAX_BODY_BYTES, BodyLimit, RateLimiter
+from rag.api.queue import AnswerGate
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_KB = "default"
+
+
+def create_app(
+    rag,
+    *,
+    keys: KeyStore | None = None,
+    concurrency: int = 1,
+    max_queue: int = 16,
+    rate_limit: float = 0,
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    cors_origins: Sequence[str] = (),
+    kb_name: str = DEFAULT_KB,
+) -> FastAPI:
+    """The API app over a loaded `RAG` (the knowledge base ``kb_name``).
+
+    Args:
+        rag: the loaded pipeline; the app never reloads it.
+        keys: accepted API keys (default: the data folder's store and ``$WENYUAN_API_KEYS``);
+            with no key at all, ``/v1`` is open (serve on loopback only: see `check_exposure`).
+        concurrency, max_queue: answers generating at once, and waiting; more get 429.
+        rate_limit: requests per minute per key (per address when open); 0 for none.
+        max_body_bytes: larger request bodies get 413.
+        cors_origins: origins allowed to call the API from a browser (none by default).
+    """
+    app = FastAPI(title="问源 Wenyuan API", version="1", docs_url="/docs", redoc_url=None,
+                  description="Cited answers from your documents. `/v1/chat/completions` speaks the OpenAI format; "
+                              "`model` names the knowledge base.")
+    app.state.api = ApiState(kbs={kb_name: rag}, keys=keys or KeyStore(), gate=AnswerGate(concurrency, max_queue),
+                             limiter=RateLimiter(rate_limit), created=int(time.time()))
+    install_error_handlers(app)
+    app.include_router(openai.router)
+    app.include_router(rest.router)
+    app.include_router(rest.health)
+    app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
+    if cors_origins:
+        from fastapi.middleware.cors import CORSMiddleware
+
+        app.add_middleware(CORSMiddleware, allow_origins=list(cors_origins), allow_methods=["GET", "POST"],
+                           allow_headers=["Authorization", "Content-Type"])
+    return app

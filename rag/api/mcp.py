@@ -1,0 +1,65 @@
+"""An MCP server over one knowledge base: tools ``search`` and ``ask``, the KB as a resource.
+
+``rag mcp`` runs it over stdio (the official ``mcp`` SDK, the ``api`` extra),
+so an agent gets the same cited answers and refusals as the chat UI.
+
+Example:
+    >>> server = build_mcp_server(RAG.load("index/default"))  # doctest: +SKIP
+    >>> server.run("stdio")  # doctest: +SKIP
+"""
+from __future__ import annotations
+
+import json
+import logging
+
+from mcp.server.mcpserver import MCPServer
+from mcp.server.mcpserver.exceptions import ToolError
+
+from rag.api.deps import citations_json, passage_json
+from rag.errors import RagError
+from rag.questions import clean_question
+
+logger = logging.getLogger(__name__)
+
+MAX_TOP_K = 20
+
+
+def build_mcp_server(rag, kb_name: str = "default") -> MCPServer:
+    """An `MCPServer` whose tools answer from ``rag``; library errors become tool errors with their message."""
+    server = MCPServer(
+        name="wenyuan", version="1",
+        instructions=f"Knowledge base {kb_name!r}: Chinese documents. Use `search` for passages and `ask` for a short "
+                     "answer whose claims carry [n] citations; a refused answer means the documents do not say.",
+    )
+
+    @server.tool(description="Top-k passages of the knowledge base for a question, best first.")
+    def search(question: str, top_k: int = 5) -> dict:
+        try:
+            question = clean_question(question, rag.config.generation.max_question_chars)
+            passages = rag.retrieve(question, max(1, min(MAX_TOP_K, int(top_k))))
+        except RagError as e:
+            raise ToolError(str(e)) from e
+        return {"question": question, "passages": [passage_json(p, i) for i, p in enumerate(passages, 1)]}
+
+    @server.tool(description="A short answer with verified [n] citations, or refused=true when the documents do not "
+                             "hold the answer.")
+    def ask(question: str) -> dict:
+        try:
+            answer = rag.ask(question)
+        except RagError as e:
+            raise ToolError(str(e)) from e
+        return {"answer": answer.text, "refused": answer.refused, "citations": citations_json(answer),
+                "sources": [{"marker": i, "doc_id": p.doc_id, "title": p.title, "text": p.text}
+                            for i, p in enumerate(answer.passages, 1)]}
+
+    @server.resource(f"wenyuan://kb/{kb_name}", name=kb_name, mime_type="application/json",
+                     description="The knowledge base: its documents and how its index was built.")
+    def knowledge_base() -> str:
+        documents = [d for index in rag.indexes for d in index.documents]
+        return json.dumps({
+            "name": kb_name, "documents": len(documents), "chunks": sum(len(i.chunks) for i in rag.indexes),
+            "embedding_model": rag.config.embedding.model,
+            "titles": [d.title for d in documents[:200]],
+        }, ensure_ascii=False)
+
+    return server

@@ -1,0 +1,74 @@
+"""Backpressure for answers: ``concurrency`` generate at once, at most ``max_queue`` wait.
+
+A request that finds the queue full gets a `Busy` right away (the routes turn
+it into 429 with ``Retry-After``), never a hang. Searches do not pass through
+here, so they never wait behind generation. The gate lives on the event loop;
+`release` may be called from a worker thread once its generation has ended.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+
+logger = logging.getLogger(__name__)
+
+
+class Busy(Exception):
+    """The answer queue is full; retry after ``retry_after`` seconds."""
+
+    def __init__(self, retry_after: int, message: str) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class AnswerGate:
+    """Admits answer generations: ``concurrency`` running, ``max_queue`` waiting."""
+
+    def __init__(self, concurrency: int = 1, max_queue: int = 16) -> None:
+        if concurrency < 1 or max_queue < 0:
+            raise ValueError(f"concurrency must be >= 1 and max_queue >= 0, got {concurrency} and {max_queue}")
+        self.concurrency = concurrency
+        self.max_queue = max_queue
+        self.admitted = 0  # running + waiting
+        self._slots: asyncio.Semaphore | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._seconds = 5.0  # running mean of one generation's duration, for Retry-After
+
+    def _semaphore(self) -> asyncio.Semaphore:
+        if self._slots is None:
+            self._loop = asyncio.get_running_loop()
+            self._slots = asyncio.Semaphore(self.concurrency)
+        return self._slots
+
+    def retry_after(self) -> int:
+        """Seconds until a slot is likely free: the queue ahead times a generation's mean duration."""
+        rounds = max(1, self.admitted) / self.concurrency
+        return max(1, math.ceil(rounds * self._seconds))
+
+    async def enter(self) -> None:
+        """Wait for a generation slot, or raise `Busy` at once when the queue is full."""
+        slots = self._semaphore()
+        if self.admitted >= self.concurrency + self.max_queue:
+            raise Busy(self.retry_after(), f"the server is busy: {self.concurrency} answer(s) generating and "
+                                           f"{self.max_queue} waiting; retry in {self.retry_after()} s")
+        self.admitted += 1
+        try:
+            await slots.acquire()
+        except BaseException:  # cancelled while waiting (client gone): leave the queue
+            self.admitted -= 1
+            raise
+
+    def release(self, seconds: float | None = None) -> None:
+        """Free a slot; thread-safe. ``seconds``: how long the generation took."""
+        if seconds is not None:
+            self._seconds = 0.8 * self._seconds + 0.2 * seconds
+        assert self._loop is not None and self._slots is not None  # release only after enter
+        try:
+            self._loop.call_soon_threadsafe(self._release)
+        except RuntimeError:  # the loop has closed: the server is gone, and the gate with it
+            pass
+
+    def _release(self) -> None:
+        self.admitted -= 1
+        self._slots.release()

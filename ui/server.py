@@ -1,0 +1,46 @@
+"""One process, one port: the Gradio UI at ``/`` and the HTTP API (``rag.api``) under ``/v1``.
+
+The models and index are loaded once, by the caller, and shared by both.
+
+Example:
+    >>> from rag.pipeline import RAG
+    >>> app = build_server(RAG.load("index/default"))  # doctest: +SKIP
+    >>> serve_app(app, host="127.0.0.1", port=7860)  # doctest: +SKIP
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+import uvicorn
+
+from rag.api.app import create_app
+from ui.app import build_app
+from ui.theme import CSS, HEAD, theme
+from ui.uploads import MAX_FILE_BYTES
+
+logger = logging.getLogger(__name__)
+
+
+def build_server(rag, data_dir: str | Path | None = None, default_backend: str | None = None, ui: bool = True,
+                 **api_options: Any):
+    """The FastAPI app with the API routes and (``ui=True``) the chat UI mounted at ``/``.
+
+    ``api_options`` go to `rag.api.app.create_app` (keys, concurrency, max_queue, rate_limit, cors_origins).
+    """
+    app = create_app(rag, **api_options)
+    if ui:
+        demo = build_app(rag, data_dir=data_dir, default_backend=default_backend)
+        app.state.demo = demo
+        # Routes added before the mount win, so /v1, /healthz and /docs stay the API's.
+        app = gr.mount_gradio_app(app, demo, path="/", css=CSS, head=HEAD, theme=theme(), ssr_mode=False,
+                                  max_file_size=MAX_FILE_BYTES, footer_links=["api"], show_error=False)
+    return app
+
+
+def serve_app(app, host: str = "127.0.0.1", port: int = 7860, log_level: str = "warning") -> uvicorn.Server:
+    """A uvicorn server for ``app`` (call ``.run()``, or run it in a thread and set ``should_exit``)."""
+    config = uvicorn.Config(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=5)
+    return uvicorn.Server(config)
