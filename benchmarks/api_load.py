@@ -8,9 +8,10 @@ via ``/v1/chat/completions``, on dev-set questions.
 
 Reports: requests by kind and status; failed requests other than well-formed
 429s (status 429 with ``Retry-After`` and a JSON message); search p50/p95 while
-at least one answer was in flight versus when none was; and the server's RSS
-before and after (in-process runs only). The clients share the server's
-process and interpreter here, so latencies include their overhead.
+at least one answer was in flight versus when none was; the server's RSS
+before and after (in-process runs only); and the machine's load average before
+and after. The clients share the server's process and interpreter here, so
+latencies include their overhead.
 
 Examples:
     python benchmarks/api_load.py                          # 32 clients, 120 s
@@ -22,6 +23,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import logging
+import os
 import random
 import socket
 import sys
@@ -65,6 +68,14 @@ def start_server(args) -> tuple[str, object, object]:
     while not server.started:
         time.sleep(0.05)
     return f"http://127.0.0.1:{port}", server, app
+
+
+def load_average() -> list[float]:
+    """The machine's 1/5/15-minute load averages (other work on it skews the latencies)."""
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        return []
 
 
 async def run_load(url: str, args, questions: list[str]) -> list[dict]:
@@ -122,6 +133,7 @@ def main() -> None:
     parser.add_argument("--max-queue", type=int, default=16)
     parser.add_argument("--save", action="store_true", help="Write benchmarks/results/api_load.json.")
     args = parser.parse_args()
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # not one line per request
 
     questions = [q["question"] for q in load_dev_questions(ROOT / "eval" / "dev_questions.jsonl")]
     server = None
@@ -129,10 +141,12 @@ def main() -> None:
     if not url:
         url, server, _ = start_server(args)
     rss_before = rss_mb() if server else float("nan")
+    load_before = load_average()
     started = time.perf_counter()
     records = asyncio.run(run_load(url, args, questions))
     elapsed = time.perf_counter() - started
     rss_after = rss_mb() if server else float("nan")
+    load_after = load_average()
     if server:
         server.should_exit = True
 
@@ -152,10 +166,12 @@ def main() -> None:
           + (f" e.g. {failed[:3]}" if failed else ""))
     print(table(rows))
     print(f"server RSS: {rss_before:.0f} MB before, {rss_after:.0f} MB after" if server else "server RSS: not measured (--url)")
+    print(f"load average (1/5/15 min, {os.cpu_count()} CPUs): {load_before} before, {load_after} after")
     if args.save:
         write_results("api_load", rows, clients=args.clients, seconds=args.seconds, failed=len(failed),
                       status_counts={f"{k}:{s}": n for (k, s), n in counts.items()}, rss_before_mb=rss_before,
-                      rss_after_mb=rss_after)
+                      rss_after_mb=rss_after, load_average_before=load_before, load_average_after=load_after,
+                      cpus=os.cpu_count())
     sys.exit(1 if failed else 0)
 
 

@@ -94,11 +94,26 @@ def chunk_documents(
 
     Each chunk carries as ``context`` the document's first ``context_chars``
     characters that it does not itself contain: news articles name their
-    subject at the start, and later chunks rarely repeat it.
+    subject at the start, and later chunks rarely repeat it. A document read
+    into located spans (pages, sections, table rows) is chunked span by span,
+    so no chunk crosses a page or section and each carries its span's
+    location; a table row also gets its table's header line as context.
     """
     chunks: list[Chunk] = []
     for doc in documents:
-        for n, (s, e) in enumerate(chunk_text(doc.text, max_chars, overlap_sentences)):
-            context = doc.text[: min(context_chars, s)].strip()
-            chunks.append(Chunk(id=f"{doc.id}#{n}", doc_id=doc.id, text=doc.text[s:e], start=s, end=e, title=doc.title, context=context))
+        spans = doc.spans or ((0, len(doc.text), {}),)
+        headers: dict[object, str] = {}
+        n = 0
+        for span_start, span_end, location in spans:
+            extra = ""
+            if "table" in location:
+                header = headers.setdefault(location["table"], doc.text[span_start:span_end].split("\n", 1)[0])
+                extra = header if location.get("row", 1) > 1 else ""
+            for s, e in chunk_text(doc.text[span_start:span_end], max_chars, overlap_sentences):
+                s, e = s + span_start, e + span_start
+                context = doc.text[: min(context_chars, s)].strip()
+                context = f"{context}\n{extra}" if context and extra else context or extra
+                chunks.append(Chunk(id=f"{doc.id}#{n}", doc_id=doc.id, text=doc.text[s:e], start=s, end=e,
+                                    title=doc.title, context=context, location=dict(location)))
+                n += 1
     return chunks

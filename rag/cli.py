@@ -17,6 +17,7 @@ import click
 
 from rag.config import Config, default_corpus, default_index_dir, load_config
 from rag.errors import RagError
+from rag.records import describe_location
 
 logger = logging.getLogger(__name__)
 
@@ -123,13 +124,14 @@ def search(question: str, index_dir: str | None, top_k: int, as_json: bool) -> N
     if as_json:
         rows = [
             {"rank": i + 1, "doc_id": p.doc_id, "chunk_id": p.chunk_id, "title": p.title, "score": p.score,
-             "dense_score": p.dense_score, "lexical_score": p.lexical_score, "text": p.text}
+             "dense_score": p.dense_score, "lexical_score": p.lexical_score, "text": p.text, "location": p.location}
             for i, p in enumerate(passages)
         ]
         click.echo(json.dumps(rows, ensure_ascii=False, indent=2))
         return
     for i, p in enumerate(passages, start=1):
-        click.echo(f"[{i}] {p.doc_id} 《{p.title}》 score={p.score:.4f}")
+        where = describe_location(p.location)
+        click.echo(f"[{i}] {p.doc_id} 《{p.title}》{' ' + where if where else ''} score={p.score:.4f}")
         click.echo(f"    {p.text}")
 
 

@@ -3,7 +3,9 @@
 Formats:
 - line-per-article ``.txt`` whose first line is the header ``正文 内容`` (the default
   corpus): ids ``doc-NNN`` by position after the header, stray header lines skipped;
-- other ``.txt`` / ``.md``: one document per file;
+- other ``.txt``: one document per file;
+- ``.md``, ``.pdf``, ``.docx``, ``.html``/``.htm``, ``.epub``: one document per
+  file, read by `rag.readers` into located blocks (page, heading path, table row);
 - ``.jsonl``: one object per line with ``text`` and optional ``id`` / ``title``;
 - ``.csv``: one row per document, a text column (default ``text``), optional ``id``/``title``.
 """
@@ -21,11 +23,13 @@ from typing import Iterable, Iterator
 
 from rag.errors import CorpusError
 from rag.normalize import normalize_text
+from rag.readers import READERS, Block, read_blocks
+from rag.readers.base import read_text_file  # noqa: F401 - re-exported: callers read text files through corpus
 from rag.records import Document
 
 logger = logging.getLogger(__name__)
 
-SUPPORTED_SUFFIXES = (".txt", ".md", ".jsonl", ".csv")
+SUPPORTED_SUFFIXES = (".txt", ".jsonl", ".csv", *READERS)
 HEADER = "正文内容"
 MIN_CHARS = 8  # shorter lines are headers, stray numbers or other junk
 TITLE_MAX = 24
@@ -38,6 +42,8 @@ class RawDoc:
     text: str
     source: str
     title: str = ""
+    #: Located blocks from a structured reader; ``text`` is then their plain join.
+    blocks: list[Block] = field(default_factory=list)
 
 
 @dataclass
@@ -50,31 +56,6 @@ class CorpusStats:
     def skip(self, reason: str) -> None:
         self.skipped += 1
         self.skipped_reasons[reason] = self.skipped_reasons.get(reason, 0) + 1
-
-
-def read_text_file(path: Path, max_bytes: int = 50_000_000) -> str:
-    """Read a text file as UTF-8, falling back to GB18030 (common for Chinese text)."""
-    try:
-        size = path.stat().st_size
-    except OSError as e:
-        raise CorpusError(f"cannot read {path}: {e}") from e
-    if size > max_bytes:
-        raise CorpusError(f"{path} is {size:,} bytes, over the {max_bytes:,}-byte limit; split it into smaller files")
-    try:
-        data = path.read_bytes()
-    except OSError as e:
-        raise CorpusError(f"cannot read {path}: {e}") from e
-    if b"\x00" in data[:8192]:
-        raise CorpusError(f"{path} looks like a binary file, not text; give .txt, .md, .jsonl or .csv files")
-    for encoding in ("utf-8-sig", "gb18030"):
-        try:
-            text = data.decode(encoding)
-        except UnicodeDecodeError:
-            continue
-        if encoding != "utf-8-sig":
-            logger.info("%s is not UTF-8; decoded as %s", path, encoding)
-        return text
-    raise CorpusError(f"{path} is neither UTF-8 nor GB18030 text; re-save it as UTF-8")
 
 
 _DATELINE = re.compile(r"^(\d{4}年)?\d{1,2}月\d{1,2}日|消息$|记者|电$|讯$|^近日$|^日前$")
@@ -138,6 +119,8 @@ def read_raw(path: Path, csv_text_column: str = "text", max_bytes: int = 50_000_
     suffix = path.suffix.lower()
     if suffix not in SUPPORTED_SUFFIXES:
         raise CorpusError(f"{path}: unsupported file type {suffix or '(none)'}; use one of {', '.join(SUPPORTED_SUFFIXES)}")
+    if suffix in READERS:
+        return [_structured(path, max_bytes)]
     text = read_text_file(path, max_bytes)
     if suffix == ".jsonl":
         return list(_jsonl(path, text, stats))
@@ -146,11 +129,45 @@ def read_raw(path: Path, csv_text_column: str = "text", max_bytes: int = 50_000_
     first_line = text.split("\n", 1)[0]
     if suffix == ".txt" and _is_header(first_line):
         return list(_line_corpus(path, text, stats))
-    title = ""
-    if suffix == ".md":
-        heading = re.search(r"^\s*#+\s*(.+)$", text, re.MULTILINE)
-        title = heading.group(1).strip() if heading else ""
-    return [RawDoc(id=path.stem, text=text, source=str(path), title=title)]
+    return [RawDoc(id=path.stem, text=text, source=str(path))]
+
+
+def _structured(path: Path, max_bytes: int) -> RawDoc:
+    try:
+        size = path.stat().st_size
+    except OSError as e:
+        raise CorpusError(f"cannot read {path}: {e}") from e
+    if size > max_bytes:
+        raise CorpusError(f"{path} is {size:,} bytes, over the {max_bytes:,}-byte limit; split it into smaller files")
+    blocks = read_blocks(path)
+    title = next((b.location["section"][0] for b in blocks if b.location.get("section")), "")
+    return RawDoc(id=path.stem, text="\n\n".join(b.text for b in blocks), source=str(path), title=title, blocks=blocks)
+
+
+def assemble(blocks: Iterable[Block]) -> tuple[str, tuple[tuple[int, int, dict], ...]]:
+    """Normalise blocks and join them into one text with each block's ``(start, end, location)``.
+
+    Rows of one table are joined by a line break (the text reads as one
+    Markdown table), other blocks by a blank line.
+    """
+    parts: list[str] = []
+    spans: list[tuple[int, int, dict]] = []
+    pos = 0
+    previous: dict | None = None
+    for block in blocks:
+        text = normalize_text(block.text)
+        if not text:
+            continue
+        if parts:
+            same_table = "table" in block.location and previous is not None and previous.get("table") == block.location["table"]
+            sep = "\n" if same_table else "\n\n"
+            parts.append(sep)
+            pos += len(sep)
+        parts.append(text)
+        spans.append((pos, pos + len(text), dict(block.location)))
+        pos += len(text)
+        previous = block.location
+    return "".join(parts), tuple(spans)
 
 
 def expand_paths(paths: Iterable[str | Path]) -> list[Path]:
@@ -183,7 +200,12 @@ def load_documents(paths: Iterable[str | Path], csv_text_column: str = "text", m
         for path in files:
             for raw in read_raw(path, csv_text_column, max_bytes, stats):
                 stats.read += 1
-                yield path, raw.id, normalize_text(raw.text), normalize_text(raw.title) if raw.title else "", raw.source
+                title = normalize_text(raw.title) if raw.title else ""
+                if raw.blocks:
+                    text, spans = assemble(raw.blocks)
+                    yield path, raw.id, text, title, raw.source, spans
+                else:
+                    yield path, raw.id, normalize_text(raw.text), title, raw.source
 
     documents = fold_documents(items(), stats, reserved_ids)
     if stats.skipped:
@@ -192,9 +214,9 @@ def load_documents(paths: Iterable[str | Path], csv_text_column: str = "text", m
     return documents
 
 
-def fold_documents(items: Iterable[tuple[Path, str, str, str, str]], stats: CorpusStats | None = None,
+def fold_documents(items: Iterable[tuple], stats: CorpusStats | None = None,
                    reserved_ids: Iterable[str] = ()) -> list[Document]:
-    """Deduplicate ``(path, id, normalised text, title, source)`` records in order.
+    """Deduplicate ``(path, id, normalised text, title, source[, spans])`` records in order.
 
     Too-short texts are skipped; an id seen before is qualified with its file
     name; exact duplicate texts keep the first id and record the others as
@@ -204,7 +226,7 @@ def fold_documents(items: Iterable[tuple[Path, str, str, str, str]], stats: Corp
     by_hash: dict[str, int] = {}
     docs: list[dict] = []
     seen_ids: set[str] = set(reserved_ids)
-    for path, raw_id, text, title, source in items:
+    for path, raw_id, text, title, source, *located in items:
         if len(text) < MIN_CHARS:
             stats.skip("empty or too short")
             continue
@@ -220,10 +242,12 @@ def fold_documents(items: Iterable[tuple[Path, str, str, str, str]], stats: Corp
             stats.duplicates += 1
             continue
         by_hash[key] = len(docs)
-        docs.append({"id": doc_id, "text": text, "title": title or make_title(text), "source": source, "aliases": []})
+        docs.append({"id": doc_id, "text": text, "title": title or make_title(text), "source": source, "aliases": [],
+                     "spans": located[0] if located else ()})
     if not docs:
         raise CorpusError("the given files hold no usable text (all empty, junk or too short)")
-    return [Document(id=d["id"], text=d["text"], title=d["title"], source=d["source"], aliases=tuple(d["aliases"])) for d in docs]
+    return [Document(id=d["id"], text=d["text"], title=d["title"], source=d["source"], aliases=tuple(d["aliases"]),
+                     spans=d["spans"]) for d in docs]
 
 
 def alias_map(documents: Iterable[Document]) -> dict[str, str]:
@@ -240,5 +264,8 @@ def corpus_hash(documents: Iterable[Document]) -> str:
     """Content hash of a document set (ids, aliases and text), for the manifest."""
     h = hashlib.sha256()
     for doc in documents:
-        h.update(json.dumps([doc.id, list(doc.aliases), doc.title, doc.text], ensure_ascii=False).encode("utf-8"))
+        record = [doc.id, list(doc.aliases), doc.title, doc.text]
+        if doc.spans:  # only located documents: plain-text corpora keep the hash older builds recorded
+            record.append([list(span) for span in doc.spans])
+        h.update(json.dumps(record, ensure_ascii=False).encode("utf-8"))
     return h.hexdigest()

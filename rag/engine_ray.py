@@ -70,7 +70,9 @@ def _chunk_batch(batch: dict[str, np.ndarray], chunking: dict) -> dict[str, list
     """Ray task: chunks of a batch of documents, as ``chunk_documents`` makes them."""
     docs = [Document(id=i, text=t, title=ti) for i, t, ti in zip(batch["id"], batch["text"], batch["title"])]
     chunks = chunk_documents(docs, chunking["max_chars"], chunking["overlap_sentences"], chunking["context_chars"])
-    return {f.name: [getattr(c, f.name) for c in chunks] for f in dataclasses.fields(Chunk)}
+    # Locations stay out of the Arrow rows (an empty struct has no Arrow type); this
+    # engine reads documents without located spans, so every location is {} anyway.
+    return {f.name: [getattr(c, f.name) for c in chunks] for f in dataclasses.fields(Chunk) if f.name != "location"}
 
 
 class _EmbedWorker:
@@ -139,7 +141,7 @@ class RayEngine:
     def chunk_documents(self, docs: list[Document], chunking: ChunkConfig) -> list[Chunk]:
         rows = [{"id": d.id, "text": d.text, "title": d.title} for d in docs]
         ds = self.ray.data.from_items(rows).map_batches(_chunk_batch, fn_kwargs={"chunking": dataclasses.asdict(chunking)}, batch_size=16)
-        fields = [f.name for f in dataclasses.fields(Chunk)]
+        fields = [f.name for f in dataclasses.fields(Chunk) if f.name != "location"]
         return [Chunk(**{k: r[k] for k in fields}) for r in ds.take_all()]
 
     def embed_passages(self, texts: list[str]) -> np.ndarray:

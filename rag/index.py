@@ -64,6 +64,8 @@ def _read_jsonl(path: Path, cls):
             d = json.loads(line)
             if "aliases" in d:
                 d["aliases"] = tuple(d["aliases"])
+            if "spans" in d:  # JSON has no tuples; indexes older than located spans have no key
+                d["spans"] = tuple((s, e, loc) for s, e, loc in d["spans"])
             out.append(cls(**d))
     return out
 

@@ -12,6 +12,23 @@ import unicodedata
 # Full-width punctuation that is ordinary Chinese typography and stays as is.
 KEEP_CHARS = frozenset("，。、；：？！“”‘’（）《》〈〉【】〔〕「」『』…—～·")
 
+# CJK Radicals Supplement (U+2E80-U+2EFF) glyphs standing for whole ideographs.
+# PDFs printed by Chromium often carry them ("⻘⽲社区", "馆⻓"); NFKC maps the
+# Kangxi Radicals block (U+2F00-U+2FD5) but has no mapping for most of these.
+_RADICALS = {
+    "⺆": "冂", "⺇": "几", "⺊": "卜", "⺋": "㔾", "⺌": "小", "⺍": "小", "⺎": "兀", "⺏": "尣", "⺐": "尢",
+    "⺒": "巳", "⺓": "幺", "⺔": "彑", "⺕": "彐", "⺖": "忄", "⺗": "㣺", "⺘": "扌", "⺙": "攵", "⺛": "旡",
+    "⺜": "日", "⺝": "月", "⺞": "歺", "⺟": "母", "⺠": "民", "⺡": "氵", "⺢": "氺", "⺣": "灬", "⺤": "爫",
+    "⺥": "爫", "⺦": "丬", "⺧": "牛", "⺨": "犭", "⺩": "王", "⺪": "疋", "⺫": "罒", "⺬": "示", "⺭": "礻",
+    "⺮": "竹", "⺯": "糸", "⺰": "纟", "⺱": "罒", "⺲": "罒", "⺳": "㓁", "⺶": "羊", "⺷": "羊", "⺹": "耂",
+    "⺺": "肀", "⺻": "聿", "⺼": "月", "⺽": "臼", "⺾": "艹", "⺿": "艹", "⻀": "艹", "⻁": "虎", "⻂": "衤",
+    "⻃": "覀", "⻄": "西", "⻅": "见", "⻆": "角", "⻈": "讠", "⻉": "贝", "⻋": "车", "⻌": "辶", "⻍": "辶",
+    "⻎": "辶", "⻏": "阝", "⻐": "钅", "⻑": "長", "⻒": "镸", "⻓": "长", "⻔": "门", "⻖": "阝", "⻗": "雨",
+    "⻘": "青", "⻙": "韦", "⻚": "页", "⻛": "风", "⻜": "飞", "⻝": "食", "⻟": "飠", "⻠": "饣", "⻢": "马",
+    "⻣": "骨", "⻤": "鬼", "⻥": "鱼", "⻦": "鸟", "⻧": "卤", "⻨": "麦", "⻩": "黄", "⻪": "黾", "⻫": "斉",
+    "⻬": "齐", "⻭": "歯", "⻮": "齿", "⻯": "竜", "⻰": "龙", "⻱": "龜", "⻲": "亀", "⻳": "龟",
+}
+
 _CJK_RANGES = (
     ("\u3000", "\u303f"),  # CJK symbols and punctuation
     ("\u3400", "\u4dbf"),
@@ -36,6 +53,8 @@ _MULTI_SPACE = re.compile(r"[ \t]{2,}")
 def _char_nfkc(ch: str) -> str:
     if ch in KEEP_CHARS or ch.isascii():
         return ch
+    if ch in _RADICALS:
+        return _RADICALS[ch]
     out = unicodedata.normalize("NFKC", ch)
     # Never let NFKC expand one character into ASCII punctuation soup ("⑴" -> "(1)") is fine,
     # but spaces produced from ideographic space are handled by the space rules below.
@@ -51,6 +70,7 @@ def normalize_text(text: str) -> str:
     """Normalise one document or question.
 
     - full-width letters and digits become ASCII, other compatibility forms NFKC;
+    - Kangxi and supplementary radicals become the ideographs they stand for ("⻘⽲" -> "青禾");
     - Chinese punctuation (，。“”…) is kept;
     - spaces next to CJK characters are removed, spaces between Latin words kept;
     - control characters and invalid surrogates are dropped.

@@ -18,6 +18,9 @@ class Document:
         title: short display title.
         source: file the document came from.
         aliases: ids of exact duplicates that were folded into this document.
+        spans: ``(start, end, location)`` regions of ``text`` that a reader
+            located (a PDF page, a heading's section, a table row); chunks never
+            cross a span boundary and carry its location. Empty for plain text.
     """
 
     id: str
@@ -25,6 +28,7 @@ class Document:
     title: str
     source: str = ""
     aliases: tuple[str, ...] = ()
+    spans: tuple[tuple[int, int, dict], ...] = field(default=(), hash=False)
 
 
 @dataclass(frozen=True)
@@ -35,6 +39,10 @@ class Chunk:
     it. Retrieval matches questions against it with the chunk (a chunk deep in
     an article rarely repeats the article's subject), but it is never quoted as
     the chunk's text.
+
+    ``location`` says where in the source file the chunk lies: ``page``
+    (1-based, PDF), ``section`` (heading path, a list of headings), ``table``
+    and ``row`` (1-based); empty when the reader knows nothing finer than the file.
     """
 
     id: str
@@ -44,11 +52,24 @@ class Chunk:
     end: int
     title: str = ""
     context: str = ""
+    location: dict = field(default_factory=dict, hash=False)
 
     @property
     def with_context(self) -> str:
         """The chunk preceded by its document context."""
         return f"{self.context}\n{self.text}" if self.context else self.text
+
+
+def describe_location(location: dict) -> str:
+    """Short Chinese label of a location: ``第2页 · 一、概况 › 二、预算安排 · 表1 第3行``."""
+    parts = []
+    if location.get("page"):
+        parts.append(f"第{location['page']}页")
+    if location.get("section"):
+        parts.append(" › ".join(location["section"]))
+    if location.get("table"):
+        parts.append(f"表{location['table']}" + (f" 第{location['row']}行" if location.get("row") else ""))
+    return " · ".join(parts)
 
 
 @dataclass(frozen=True)
@@ -81,6 +102,10 @@ class Passage:
     def title(self) -> str:
         return self.chunk.title
 
+    @property
+    def location(self) -> dict:
+        return self.chunk.location
+
 
 @dataclass(frozen=True)
 class Citation:
@@ -98,6 +123,8 @@ class Citation:
     end: int
     sentence: str = ""
     score: float = 0.0
+    #: The cited chunk's location (see `Chunk.location`).
+    location: dict = field(default_factory=dict, hash=False)
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,8 @@ def test_chat_completion_answers_with_verified_citations(api) -> None:
     assert resp.refused is False and gen.questions == [QUESTION]
     c = resp.citations[0]
     assert f"[{c['marker']}]" in text and c["doc_id"] == "doc-001" and "3亿元" in c["quote"]
-    assert set(c) == {"marker", "doc_id", "chunk_id", "title", "quote", "start", "end"}
+    assert set(c) == {"marker", "doc_id", "chunk_id", "title", "quote", "start", "end", "location"}
+    assert c["location"] == {}  # a plain-text corpus has no page or section
     passages = httpx.post(url + "/v1/search", json={"question": QUESTION, "top_k": 5}, timeout=10).json()["passages"]
     source = next(p for p in passages if p["chunk_id"] == c["chunk_id"])
     assert source["text"][c["start"]:c["end"]] == c["quote"]

@@ -210,7 +210,8 @@ def test_gbk_and_gb18030_files_are_decoded(tmp_path) -> None:
         ("table.csv", "id,body\n1,这是一篇没有text列的文章。\n", r"table.csv: no 'text' column \(columns found: id, body\)"),
         ("empty.txt", b"", "no usable text"),
         ("blank.csv", b"", r"blank.csv: no 'text' column \(columns found: none\)"),
-        ("report.pdf", b"%PDF-1.4", r"report.pdf: unsupported file type .pdf"),
+        ("report.pdf", b"%PDF-1.4", r"report.pdf: unreadable PDF"),
+        ("slides.pptx", b"PK\x03\x04", r"slides.pptx: unsupported file type .pptx"),
     ],
 )
 def test_bad_files_give_a_message_naming_the_file(tmp_path, name: str, data, message: str) -> None:

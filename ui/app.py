@@ -20,6 +20,7 @@ from typing import Any, Sequence
 import gradio as gr
 
 from rag.config import default_index_dir
+from rag.corpus import SUPPORTED_SUFFIXES
 from rag.errors import RagError
 from rag.records import Answer
 from ui.render import answer_message, answer_payload, error_message, passages_html, sources_html, text_html
@@ -162,11 +163,11 @@ def build_app(
                     show_scores = gr.Checkbox(True, label="显示检索分数", elem_id="wy-show-scores")
                 with gr.Accordion("我的文档", open=False, elem_id="wy-docs"):
                     gr.Markdown(
-                        f"上传 .txt、.md、.jsonl 或 .csv 文件（每个不超过 {MAX_FILE_BYTES // 1_000_000} MB，"
+                        f"上传 {'、'.join(SUPPORTED_SUFFIXES)} 文件（每个不超过 {MAX_FILE_BYTES // 1_000_000} MB，"
                         f"共不超过 {MAX_FILES} 个）。它们与默认资料一起被检索。"
                     )
                     files = gr.File(
-                        label="选择文件", file_count="multiple", file_types=[".txt", ".md", ".jsonl", ".csv"],
+                        label="选择文件", file_count="multiple", file_types=list(SUPPORTED_SUFFIXES),
                         type="filepath", elem_id="wy-upload",
                     )
                     add = gr.Button("添加到索引", elem_id="wy-add")

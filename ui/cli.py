@@ -30,7 +30,7 @@ logger = logging.getLogger(__name__)
 @click.option("--data-dir", default=None, help="Folder for uploaded documents and their index (default: index/user).")
 @click.option("--backend", type=click.Choice(["causal", "seq2seq", "extractive"]), default=None, help="Default generator (default: from the config).")
 @click.option("--config", "config_path", default=None, help="TOML config file.")
-@click.option("--concurrency", type=click.IntRange(1), default=1, show_default=True, help="API answers generating at once.")
+@click.option("--concurrency", type=click.IntRange(1), default=1, show_default=True, help="Answers generating at once (UI, API and MCP together).")
 @click.option("--max-queue", type=click.IntRange(0), default=16, show_default=True,
               help="API answers waiting for a slot; beyond that, 429 with Retry-After.")
 @click.option("--rate-limit", type=click.FloatRange(0), default=0, show_default=True,
@@ -38,7 +38,7 @@ logger = logging.getLogger(__name__)
 @click.option("--cors-origin", "cors_origins", multiple=True, help="Allow browser calls to the API from this origin (repeatable).")
 def serve(index_dir: str | None, host: str, port: int, data_dir: str | None, backend: str | None, config_path: str | None,
           concurrency: int, max_queue: int, rate_limit: float, cors_origins: tuple[str, ...]) -> None:
-    """Serve the chat UI at / and the HTTP API under /v1 (OpenAI-compatible; docs at /docs).
+    """Serve the chat UI at /, the HTTP API under /v1 (OpenAI-compatible; docs at /docs) and MCP at /mcp.
 
     The index and models load once, before the first page, and are shared by both.
     """
@@ -59,11 +59,11 @@ def serve(index_dir: str | None, host: str, port: int, data_dir: str | None, bac
     rag.answerer.generator(backend)  # load now, not on the first question
     rag.retrieve("问源", top_k=1)  # warms the tokenizer dictionaries and the embedder
     app = build_server(rag, data_dir=data_dir, default_backend=backend, keys=keys, concurrency=concurrency,
-                       max_queue=max_queue, rate_limit=rate_limit, cors_origins=cors_origins)
+                       max_queue=max_queue, rate_limit=rate_limit, cors_origins=cors_origins, host=host)
     restored = app.state.demo.user_documents.restore()
     if restored:
         click.echo(f"searching {restored} uploaded files from {app.state.demo.user_documents.files_dir}")
-    access = "API keys required" if keys.has_keys() else "no API key configured: /v1 is open to this machine"
-    click.echo(f"问源 ready at http://{host}:{port} (API: /v1, docs: /docs; {access}; "
+    access = "API keys required" if keys.has_keys() else "no API key configured: /v1 and /mcp are open to this machine"
+    click.echo(f"问源 ready at http://{host}:{port} (API: /v1, docs: /docs, MCP: /mcp; {access}; "
                f"{time.perf_counter() - started:.1f}s after start); Ctrl+C stops it")
     serve_app(app, host=host, port=port).run()

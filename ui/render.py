@@ -10,7 +10,7 @@ import html
 import re
 from typing import Iterable, Sequence
 
-from rag.records import Answer, Citation, Passage
+from rag.records import Answer, Citation, Passage, describe_location
 
 _MARKER = re.compile(r"\[(\d{1,2})\]")
 # Characters with a meaning in Markdown; the chat panel renders Markdown, so
@@ -104,6 +104,12 @@ def highlight(text: str, spans: Iterable[tuple[int, int]]) -> str:
     return "".join(out)
 
 
+def _where(passage: Passage) -> str:
+    """`` · 第2页 · 二、预算安排`` for a located passage, "" otherwise."""
+    label = describe_location(passage.location)
+    return f' · <span class="wy-where">{html.escape(label)}</span>' if label else ""
+
+
 def _card(marker: int, passage: Passage, spans: Sequence[tuple[int, int]], supporting: bool) -> str:
     badge = "" if supporting else ' · <span class="wy-badge">不支持回答</span>'
     classes = "wy-src" if supporting else "wy-src wy-nosupport"
@@ -114,7 +120,7 @@ def _card(marker: int, passage: Passage, spans: Sequence[tuple[int, int]], suppo
         f'<div class="wy-src-head"><span class="wy-marker">[{marker}]</span> '
         f'<span class="wy-title">{title}</span></div>'
         f'<div class="wy-src-meta">文档 <code>{html.escape(passage.doc_id)}</code> · 段落 '
-        f"<code>{html.escape(passage.chunk_id)}</code>{badge}</div>"
+        f"<code>{html.escape(passage.chunk_id)}</code>{_where(passage)}{badge}</div>"
         f'<p class="wy-src-text">{highlight(passage.text, spans)}</p></div>'
     )
 
@@ -161,7 +167,7 @@ def passages_html(answer: Answer | None, show_scores: bool = True) -> str:
         rows.append(
             f'<div class="wy-passage"><div class="wy-src-head"><span class="wy-marker">[{rank}]</span> '
             f'<span class="wy-title">{html.escape(p.title or "（无标题）")}</span>{tag}</div>'
-            f'<div class="wy-src-meta">文档 <code>{html.escape(p.doc_id)}</code> · 段落 <code>{html.escape(p.chunk_id)}</code></div>'
+            f'<div class="wy-src-meta">文档 <code>{html.escape(p.doc_id)}</code> · 段落 <code>{html.escape(p.chunk_id)}</code>{_where(p)}</div>'
             f'{scores}<p class="wy-src-text">{html.escape(p.text)}</p></div>'
         )
     extra = ""
@@ -186,12 +192,13 @@ def answer_payload(answer: Answer) -> dict:
         "answer": answer.text,
         "refused": answer.refused,
         "citations": [
-            {"marker": c.marker, "doc_id": c.doc_id, "chunk_id": c.chunk_id, "quote": c.quote, "start": c.start, "end": c.end}
+            {"marker": c.marker, "doc_id": c.doc_id, "chunk_id": c.chunk_id, "quote": c.quote, "start": c.start, "end": c.end,
+             "location": c.location}
             for c in answer.citations
         ],
         "passages": [
             {"doc_id": p.doc_id, "chunk_id": p.chunk_id, "title": p.title, "text": p.text, "score": p.score,
-             "dense_score": p.dense_score, "lexical_score": p.lexical_score}
+             "dense_score": p.dense_score, "lexical_score": p.lexical_score, "location": p.location}
             for p in answer.passages
         ],
         "backend": answer.backend,

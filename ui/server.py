@@ -1,6 +1,8 @@
-"""One process, one port: the Gradio UI at ``/`` and the HTTP API (``rag.api``) under ``/v1``.
+"""One process, one port: the Gradio UI at ``/``, the HTTP API (``rag.api``) under ``/v1`` and MCP at ``/mcp``.
 
-The models and index are loaded once, by the caller, and shared by both.
+The models and index are loaded once, by the caller, and shared by all. UI
+answers take a slot of the API's answer queue (`rag.api.queue.gated`), so
+``concurrency`` bounds the answers generating in the whole process.
 
 Example:
     >>> from rag.pipeline import RAG
@@ -17,6 +19,7 @@ import gradio as gr
 import uvicorn
 
 from rag.api.app import create_app
+from rag.api.queue import gated
 from ui.app import build_app
 from ui.theme import CSS, HEAD, theme
 from ui.uploads import MAX_FILE_BYTES
@@ -28,11 +31,12 @@ def build_server(rag, data_dir: str | Path | None = None, default_backend: str |
                  **api_options: Any):
     """The FastAPI app with the API routes and (``ui=True``) the chat UI mounted at ``/``.
 
-    ``api_options`` go to `rag.api.app.create_app` (keys, concurrency, max_queue, rate_limit, cors_origins).
+    ``api_options`` go to `rag.api.app.create_app` (keys, concurrency, max_queue, rate_limit, cors_origins, host).
     """
     app = create_app(rag, **api_options)
     if ui:
-        demo = build_app(rag, data_dir=data_dir, default_backend=default_backend)
+        # The UI's answers wait for the API's answer slots (after the UI's own Gradio queue).
+        demo = build_app(gated(rag, app.state.api.gate), data_dir=data_dir, default_backend=default_backend)
         app.state.demo = demo
         # Routes added before the mount win, so /v1, /healthz and /docs stay the API's.
         app = gr.mount_gradio_app(app, demo, path="/", css=CSS, head=HEAD, theme=theme(), ssr_mode=False,

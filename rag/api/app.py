@@ -7,8 +7,10 @@ Example:
 """
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
+from contextlib import asynccontextmanager
 from typing import Sequence
 
 from fastapi import FastAPI
@@ -17,6 +19,7 @@ from rag.api import openai, rest
 from rag.api.deps import ApiState, install_error_handlers
 from rag.api.keys import KeyStore
 from rag.api.limits import DEFAULT_MAX_BODY_BYTES, BodyLimit, RateLimiter
+from rag.api.mcp_http import add_mcp_route, mcp_lifespan
 from rag.api.queue import AnswerGate
 
 logger = logging.getLogger(__name__)
@@ -34,6 +37,8 @@ def create_app(
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     cors_origins: Sequence[str] = (),
     kb_name: str = DEFAULT_KB,
+    host: str = "127.0.0.1",
+    mcp: bool = True,
 ) -> FastAPI:
     """The API app over a loaded `RAG` (the knowledge base ``kb_name``).
 
@@ -45,16 +50,29 @@ def create_app(
         rate_limit: requests per minute per key (per address when open); 0 for none.
         max_body_bytes: larger request bodies get 413.
         cors_origins: origins allowed to call the API from a browser (none by default).
+        host: the address served (the MCP endpoint checks ``Host`` headers on loopback).
+        mcp: also serve the knowledge base over MCP streamable HTTP at ``/mcp`` (`rag.api.mcp_http`).
     """
-    app = FastAPI(title="问源 Wenyuan API", version="1", docs_url="/docs", redoc_url=None,
+    state = ApiState(kbs={kb_name: rag}, keys=keys or KeyStore(), gate=AnswerGate(concurrency, max_queue),
+                     limiter=RateLimiter(rate_limit), created=int(time.time()))
+    servers: list = []
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        state.gate.bind(asyncio.get_running_loop())  # so the chat UI's threads can share the answer queue
+        async with mcp_lifespan(servers[0] if servers else None):
+            yield
+
+    app = FastAPI(title="问源 Wenyuan API", version="1", docs_url="/docs", redoc_url=None, lifespan=lifespan,
                   description="Cited answers from your documents. `/v1/chat/completions` speaks the OpenAI format; "
-                              "`model` names the knowledge base.")
-    app.state.api = ApiState(kbs={kb_name: rag}, keys=keys or KeyStore(), gate=AnswerGate(concurrency, max_queue),
-                             limiter=RateLimiter(rate_limit), created=int(time.time()))
+                              "`model` names the knowledge base. MCP (streamable HTTP) at `/mcp`.")
+    app.state.api = state
     install_error_handlers(app)
     app.include_router(openai.router)
     app.include_router(rest.router)
     app.include_router(rest.health)
+    if mcp and (server := add_mcp_route(app, rag, kb_name=kb_name, gate=state.gate, host=host)) is not None:
+        servers.append(server)
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
     if cors_origins:
         from fastapi.middleware.cors import CORSMiddleware

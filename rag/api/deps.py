@@ -55,6 +55,16 @@ def state_of(request: Request) -> ApiState:
 
 async def authorize(request: Request) -> str:
     """Check the ``Authorization: Bearer`` key (when any key exists) and the rate limit; returns the client name."""
+    client = check_key(request)
+    wait = state_of(request).limiter.take(client)
+    if wait:
+        raise ApiError(429, f"rate limit reached for this key; retry in {wait:.1f} s", "rate_limit_exceeded",
+                       retry_header(wait))
+    return client
+
+
+def check_key(request: Request) -> str:
+    """The client name (``key:<id>``, or ``ip:<address>`` while no key exists); `ApiError` 401 for a bad key."""
     state = state_of(request)
     if state.keys.has_keys():
         scheme, _, token = request.headers.get("authorization", "").partition(" ")
@@ -68,10 +78,6 @@ async def authorize(request: Request) -> str:
         client = f"key:{key_id}"
     else:
         client = f"ip:{request.client.host if request.client else '?'}"
-    wait = state.limiter.take(client)
-    if wait:
-        raise ApiError(429, f"rate limit reached for this key; retry in {wait:.1f} s", "rate_limit_exceeded",
-                       retry_header(wait))
     return client
 
 
@@ -123,7 +129,7 @@ def rag_status(e: RagError) -> int:
 def passage_json(p: Passage, rank: int) -> dict:
     return {"rank": rank, "doc_id": p.doc_id, "chunk_id": p.chunk_id, "title": p.title, "text": p.text,
             "start": p.chunk.start, "end": p.chunk.end, "score": p.score, "dense_score": p.dense_score,
-            "lexical_score": p.lexical_score}
+            "lexical_score": p.lexical_score, "location": p.location}
 
 
 def citations_json(answer: Answer) -> list[dict]:
@@ -132,5 +138,5 @@ def citations_json(answer: Answer) -> list[dict]:
     for c in answer.citations:
         title = answer.passages[c.marker - 1].title if 0 < c.marker <= len(answer.passages) else ""
         out.append({"marker": c.marker, "doc_id": c.doc_id, "chunk_id": c.chunk_id, "title": title, "quote": c.quote,
-                    "start": c.start, "end": c.end})
+                    "start": c.start, "end": c.end, "location": c.location})
     return out

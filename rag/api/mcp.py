@@ -1,7 +1,9 @@
 """An MCP server over one knowledge base: tools ``search`` and ``ask``, the KB as a resource.
 
 ``rag mcp`` runs it over stdio (the official ``mcp`` SDK, the ``api`` extra),
-so an agent gets the same cited answers and refusals as the chat UI.
+so an agent gets the same cited answers and refusals as the chat UI; ``rag serve``
+also serves it over streamable HTTP at ``/mcp`` (`rag.api.mcp_http`), where
+``ask`` waits for a slot of the server's answer queue like any API answer.
 
 Example:
     >>> server = build_mcp_server(RAG.load("index/default"))  # doctest: +SKIP
@@ -12,10 +14,13 @@ from __future__ import annotations
 import json
 import logging
 
+import anyio.to_thread
 from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 
 from rag.api.deps import citations_json, passage_json
+from rag.api.queue import AnswerGate, Busy
+from rag.api.runner import AnswerRun
 from rag.errors import RagError
 from rag.questions import clean_question
 
@@ -24,8 +29,11 @@ logger = logging.getLogger(__name__)
 MAX_TOP_K = 20
 
 
-def build_mcp_server(rag, kb_name: str = "default") -> MCPServer:
-    """An `MCPServer` whose tools answer from ``rag``; library errors become tool errors with their message."""
+def build_mcp_server(rag, kb_name: str = "default", gate: AnswerGate | None = None) -> MCPServer:
+    """An `MCPServer` whose tools answer from ``rag``; library errors become tool errors with their message.
+
+    ``gate``: the HTTP server's answer queue; ``ask`` then generates in its turn (a full queue is a tool error).
+    """
     server = MCPServer(
         name="wenyuan", version="1",
         instructions=f"Knowledge base {kb_name!r}: Chinese documents. Use `search` for passages and `ask` for a short "
@@ -43,10 +51,14 @@ def build_mcp_server(rag, kb_name: str = "default") -> MCPServer:
 
     @server.tool(description="A short answer with verified [n] citations, or refused=true when the documents do not "
                              "hold the answer.")
-    def ask(question: str) -> dict:
+    async def ask(question: str) -> dict:
         try:
-            answer = rag.ask(question)
-        except RagError as e:
+            if gate is None:
+                answer = await anyio.to_thread.run_sync(rag.ask, question)
+            else:
+                clean_question(question, rag.config.generation.max_question_chars)  # fail fast, before the queue
+                answer = await AnswerRun(rag, gate, question).answer()
+        except (RagError, Busy) as e:
             raise ToolError(str(e)) from e
         return {"answer": answer.text, "refused": answer.refused, "citations": citations_json(answer),
                 "sources": [{"marker": i, "doc_id": p.doc_id, "title": p.title, "text": p.text}

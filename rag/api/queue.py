@@ -4,12 +4,18 @@ A request that finds the queue full gets a `Busy` right away (the routes turn
 it into 429 with ``Retry-After``), never a hang. Searches do not pass through
 here, so they never wait behind generation. The gate lives on the event loop;
 `release` may be called from a worker thread once its generation has ended.
+
+`gated(rag, gate)` is the pipeline as another front end sees it (the chat UI in
+``rag serve``): its ``ask``/``ask_stream`` take a slot of the same gate from a
+worker thread, so UI and API answers together generate ``concurrency`` at once.
 """
 from __future__ import annotations
 
 import asyncio
 import logging
 import math
+import time
+from typing import Iterator
 
 logger = logging.getLogger(__name__)
 
@@ -37,7 +43,7 @@ class AnswerGate:
 
     def _semaphore(self) -> asyncio.Semaphore:
         if self._slots is None:
-            self._loop = asyncio.get_running_loop()
+            self._loop = self._loop or asyncio.get_running_loop()
             self._slots = asyncio.Semaphore(self.concurrency)
         return self._slots
 
@@ -46,10 +52,15 @@ class AnswerGate:
         rounds = max(1, self.admitted) / self.concurrency
         return max(1, math.ceil(rounds * self._seconds))
 
-    async def enter(self) -> None:
-        """Wait for a generation slot, or raise `Busy` at once when the queue is full."""
+    def bind(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Tie the gate to the server's event loop (at startup), so worker threads can `enter_blocking`."""
+        if self._loop is None:
+            self._loop = loop
+
+    async def enter(self, limit: bool = True) -> None:
+        """Wait for a generation slot, or raise `Busy` at once when the queue is full (``limit``)."""
         slots = self._semaphore()
-        if self.admitted >= self.concurrency + self.max_queue:
+        if limit and self.admitted >= self.concurrency + self.max_queue:
             raise Busy(self.retry_after(), f"the server is busy: {self.concurrency} answer(s) generating and "
                                            f"{self.max_queue} waiting; retry in {self.retry_after()} s")
         self.admitted += 1
@@ -58,6 +69,24 @@ class AnswerGate:
         except BaseException:  # cancelled while waiting (client gone): leave the queue
             self.admitted -= 1
             raise
+
+    def enter_blocking(self) -> bool:
+        """From a worker thread: wait for a slot, however long the queue (the caller has its own queue).
+
+        Returns False, admitting nothing, when the gate is not bound to a running loop
+        (no server: nothing to share a slot with); True means call `release` when done.
+        """
+        loop = self._loop
+        if loop is None or loop.is_closed() or not loop.is_running():
+            return False
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop:
+            raise RuntimeError("enter_blocking() on the event loop's own thread would deadlock; await enter()")
+        asyncio.run_coroutine_threadsafe(self.enter(limit=False), loop).result()
+        return True
 
     def release(self, seconds: float | None = None) -> None:
         """Free a slot; thread-safe. ``seconds``: how long the generation took."""
@@ -72,3 +101,38 @@ class AnswerGate:
     def _release(self) -> None:
         self.admitted -= 1
         self._slots.release()
+
+
+class _Gated:
+    """A `RAG` whose answers take a slot of ``gate``; every other attribute is the RAG's own."""
+
+    def __init__(self, rag, gate: AnswerGate) -> None:
+        object.__setattr__(self, "_rag", rag)
+        object.__setattr__(self, "_gate", gate)
+
+    def __getattr__(self, name: str):
+        return getattr(self._rag, name)
+
+    def __setattr__(self, name: str, value) -> None:
+        setattr(self._rag, name, value)
+
+    def ask(self, *args, **kwargs):
+        entered, started = self._gate.enter_blocking(), time.perf_counter()
+        try:
+            return self._rag.ask(*args, **kwargs)
+        finally:
+            if entered:
+                self._gate.release(time.perf_counter() - started)
+
+    def ask_stream(self, *args, **kwargs) -> Iterator:
+        entered, started = self._gate.enter_blocking(), time.perf_counter()
+        try:
+            yield from self._rag.ask_stream(*args, **kwargs)
+        finally:  # also when the consumer closes the stream early
+            if entered:
+                self._gate.release(time.perf_counter() - started)
+
+
+def gated(rag, gate: AnswerGate):
+    """``rag`` for a front end with its own threads (the chat UI): its answers share ``gate`` with the API."""
+    return _Gated(rag, gate)

@@ -57,11 +57,13 @@ class AnswerRun:
         def produce() -> None:
             started = time.perf_counter()
             stream = None
+            cut = False  # stopped before the stream's end
             try:
                 question, history, top_k, backend = self.args
                 stream = self.rag.ask_stream(question, history=history, top_k=top_k, backend=backend)
                 for item in stream:
                     if self._stop.is_set():
+                        cut = True
                         break
                     put(item)
             except BaseException as e:  # noqa: BLE001 - handed to the consumer, which re-raises it
@@ -71,7 +73,7 @@ class AnswerRun:
                     stream.close()  # GeneratorExit in ask_stream closes the engine's stream
                 self.gate.release(time.perf_counter() - started)
                 put(_END)
-                if self._stop.is_set():
+                if cut:  # not when the consumer simply returned after the final Answer
                     logger.info("generation stopped: the client went away")
 
         threading.Thread(target=produce, name="wenyuan-answer", daemon=True).start()

@@ -111,7 +111,8 @@ def align_sentence(
         return AlignedSentence(sentence, None, best_missing)
     _, number, s, e = best
     p = passages[number - 1]
-    cite = Citation(marker=number, doc_id=p.doc_id, chunk_id=p.chunk_id, quote=p.text[s:e], start=s, end=e, sentence=sentence, score=round(best[0], 4))
+    cite = Citation(marker=number, doc_id=p.doc_id, chunk_id=p.chunk_id, quote=p.text[s:e], start=s, end=e, sentence=sentence,
+                    score=round(best[0], 4), location=dict(p.chunk.location))
     return AlignedSentence(sentence, cite, ())
 
 
