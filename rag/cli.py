@@ -15,6 +15,7 @@ import time
 
 import click
 
+from rag.cli_kb import index_root_option, kb_group, kb_option, load_rag
 from rag.config import Config, default_corpus, default_index_dir, load_config
 from rag.errors import RagError
 from rag.records import describe_location
@@ -112,14 +113,15 @@ def index_info(index_dir: str | None) -> None:
 @cli.command()
 @click.argument("question")
 @click.option("--index-dir", default=None, help="Index folder (default: index/default).")
+@kb_option
+@index_root_option
 @click.option("--top-k", type=int, default=5, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def search(question: str, index_dir: str | None, top_k: int, as_json: bool) -> None:
+def search(question: str, index_dir: str | None, kbs: tuple[str, ...], index_root: str | None, top_k: int, as_json: bool) -> None:
     """Retrieve the passages that best match QUESTION."""
-    from rag.pipeline import RAG
     from rag.questions import clean_question
 
-    rag = RAG.load(index_dir or default_index_dir())
+    rag = load_rag(index_dir, kbs, index_root)
     passages = rag.retrieve(clean_question(question), top_k=top_k)
     if as_json:
         rows = [
@@ -138,22 +140,23 @@ def search(question: str, index_dir: str | None, top_k: int, as_json: bool) -> N
 @cli.command()
 @click.argument("question")
 @click.option("--index-dir", default=None, help="Index folder (default: index/default).")
+@kb_option
+@index_root_option
 @click.option("--top-k", type=int, default=None, help="Passages to retrieve (default: from the config).")
 @click.option("--generator", "backend", type=click.Choice(["causal", "seq2seq", "extractive"]), default=None, help="Answer backend.")
 @click.option("--model", default=None, help="Generator model id or local folder.")
 @click.option("--config", "config_path", default=None, help="TOML config file.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def ask(question: str, index_dir: str | None, top_k: int | None, backend: str | None, model: str | None, config_path: str | None, as_json: bool) -> None:
+def ask(question: str, index_dir: str | None, kbs: tuple[str, ...], index_root: str | None, top_k: int | None,
+        backend: str | None, model: str | None, config_path: str | None, as_json: bool) -> None:
     """Answer QUESTION from the documents, with verified citations.
 
     Example: rag ask "腾讯基金会计划出资多少？" --generator extractive
     """
     import dataclasses
 
-    from rag.pipeline import RAG
-
     config = load_config(config_path) if config_path else None
-    rag = RAG.load(index_dir or default_index_dir(), config=config)
+    rag = load_rag(index_dir, kbs, index_root, config=config)
     if model:
         field = "seq2seq_model" if backend == "seq2seq" else "model"
         setattr(rag.config.generation, field, model)
@@ -226,6 +229,7 @@ def models_provision(generator: bool, generator_model: str | None) -> None:
 
 from rag.cli_eval import eval_group  # noqa: E402
 cli.add_command(eval_group, "eval")
+cli.add_command(kb_group, "kb")
 
 
 @cli.group()

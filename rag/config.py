@@ -46,8 +46,15 @@ def default_corpus() -> Path:
     return project_root() / "data" / "articles.txt"
 
 
+def index_root(root: str | Path | None = None) -> Path:
+    """Folder holding the knowledge bases: ``root``, else ``$WENYUAN_INDEX_ROOT``, else ``index/``."""
+    chosen = root or os.environ.get("WENYUAN_INDEX_ROOT")
+    return Path(chosen).expanduser() if chosen else project_root() / "index"
+
+
 def default_index_dir() -> Path:
-    return project_root() / "index" / "default"
+    """The default corpus's index: the knowledge base ``default`` under `index_root`."""
+    return index_root() / "default"
 
 
 @dataclass

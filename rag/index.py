@@ -134,6 +134,31 @@ def build_lock(index_dir: Path, wait_s: float = 0.0) -> Iterator[None]:
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
+def temp_folder(index_dir: Path) -> Path:
+    """A fresh, empty temporary sibling of ``index_dir`` to write a new version into."""
+    tmp = index_dir.parent / f".{index_dir.name}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    return tmp
+
+
+def replace_folder(tmp: Path, index_dir: Path) -> None:
+    """Put the fully written folder ``tmp`` in place of ``index_dir`` in one atomic swap.
+
+    Where no atomic swap exists, a kill between the two renames is undone by `clean_leftovers`.
+    """
+    if not index_dir.exists():
+        tmp.rename(index_dir)
+    elif _exchange(tmp, index_dir):
+        shutil.rmtree(tmp, ignore_errors=True)  # now holds the previous index
+    else:
+        old = index_dir.parent / f".{index_dir.name}.old-{os.getpid()}"
+        index_dir.rename(old)
+        tmp.rename(index_dir)
+        shutil.rmtree(old, ignore_errors=True)
+    _fsync_dir(index_dir.parent)
+
+
 @dataclasses.dataclass
 class Index:
     """An index loaded in memory."""
@@ -157,9 +182,7 @@ class Index:
         """
         index_dir = Path(index_dir)
         index_dir.parent.mkdir(parents=True, exist_ok=True)
-        tmp = index_dir.parent / f".{index_dir.name}.tmp-{os.getpid()}"
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir()
+        tmp = temp_folder(index_dir)
         try:
             dense.save_faiss(self.faiss_index, tmp / "dense.faiss")
             np.save(tmp / "vectors.npy", self.vectors)
@@ -172,19 +195,10 @@ class Index:
                 if p.is_file():
                     with open(p, "rb") as f:
                         os.fsync(f.fileno())
+            replace_folder(tmp, index_dir)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
-        if not index_dir.exists():
-            tmp.rename(index_dir)
-        elif _exchange(tmp, index_dir):
-            shutil.rmtree(tmp, ignore_errors=True)  # now holds the previous index
-        else:  # no atomic swap here: a kill between the renames is undone by clean_leftovers
-            old = index_dir.parent / f".{index_dir.name}.old-{os.getpid()}"
-            index_dir.rename(old)
-            tmp.rename(index_dir)
-            shutil.rmtree(old, ignore_errors=True)
-        _fsync_dir(index_dir.parent)
         self.manifest = manifest
         logger.info("saved index with %d chunks to %s", len(self.chunks), index_dir)
 

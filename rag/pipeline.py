@@ -77,6 +77,16 @@ class RAG:
             config = config.with_build_settings(built)
         return cls(indexes, config)
 
+    @classmethod
+    def load_kb(cls, names: str | Sequence[str], root: str | Path | None = None, config: Config | None = None) -> "RAG":
+        """Load one knowledge base or several (searched together, results merged by score).
+
+        ``root``: the folder holding the KBs (default ``$WENYUAN_INDEX_ROOT`` or ``index/``).
+        """
+        from rag.kb import search_dirs
+
+        return cls.load(*search_dirs(names, root), config=config)
+
     def resolve_doc_id(self, doc_id: str) -> str:
         """Canonical id for any document id or alias of a folded duplicate."""
         return self.aliases.get(doc_id, doc_id)

@@ -8,6 +8,7 @@ Examples:
     rag serve                                  # http://127.0.0.1:7860
     rag serve --port 8080 --backend extractive # no generator model, instant answers
     rag serve --index-dir index/mine --data-dir ~/wenyuan-uploads
+    rag serve --kb notes --kb default          # knowledge bases (rag kb list)
     rag serve --host 0.0.0.0 --concurrency 2    # needs an API key: rag keys create
 """
 from __future__ import annotations
@@ -17,13 +18,16 @@ import time
 
 import click
 
-from rag.config import default_index_dir, load_config
+from rag.cli_kb import index_root_option, kb_option, load_rag
+from rag.config import load_config
 
 logger = logging.getLogger(__name__)
 
 
 @click.command()
 @click.option("--index-dir", default=None, help="Index folder (default: index/default).")
+@kb_option
+@index_root_option
 @click.option("--host", default="127.0.0.1", show_default=True,
               help="Address to listen on; any non-loopback address (0.0.0.0) needs an API key (rag keys create).")
 @click.option("--port", type=int, default=7860, show_default=True)
@@ -36,7 +40,7 @@ logger = logging.getLogger(__name__)
 @click.option("--rate-limit", type=click.FloatRange(0), default=0, show_default=True,
               help="API requests per minute per key (0: no limit).")
 @click.option("--cors-origin", "cors_origins", multiple=True, help="Allow browser calls to the API from this origin (repeatable).")
-def serve(index_dir: str | None, host: str, port: int, data_dir: str | None, backend: str | None, config_path: str | None,
+def serve(index_dir: str | None, kbs: tuple[str, ...], index_root: str | None, host: str, port: int, data_dir: str | None, backend: str | None, config_path: str | None,
           concurrency: int, max_queue: int, rate_limit: float, cors_origins: tuple[str, ...]) -> None:
     """Serve the chat UI at /, the HTTP API under /v1 (OpenAI-compatible; docs at /docs) and MCP at /mcp.
 
@@ -47,13 +51,11 @@ def serve(index_dir: str | None, host: str, port: int, data_dir: str | None, bac
         from ui.server import build_server, serve_app
     except ImportError as e:
         raise click.ClickException(f"rag serve needs gradio, fastapi and uvicorn: pip install -e '.[ui,api]' ({e})") from e
-    from rag.pipeline import RAG
-
     keys = KeyStore()
     check_exposure(host, keys)  # before loading anything: refuse fast
     started = time.perf_counter()
     config = load_config(config_path) if config_path else None
-    rag = RAG.load(index_dir or default_index_dir(), config=config)
+    rag = load_rag(index_dir, kbs, index_root, config=config)  # --kb NAME (repeatable), else the KB "default"
     backend = backend or rag.config.generation.backend
     click.echo(f"index loaded ({time.perf_counter() - started:.1f}s); loading the {backend} generator…")
     rag.answerer.generator(backend)  # load now, not on the first question
