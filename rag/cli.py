@@ -284,21 +284,22 @@ def keys_revoke(key_id: str) -> None:
 
 @cli.command("mcp")
 @click.option("--index-dir", default=None, help="Index folder (default: index/default).")
+@kb_option
+@index_root_option
 @click.option("--config", "config_path", default=None, help="TOML config file.")
-def mcp_command(index_dir: str | None, config_path: str | None) -> None:
-    """Serve the knowledge base to MCP agents over stdio (tools: search, ask; the KB as a resource).
+def mcp_command(index_dir: str | None, kbs: tuple[str, ...], index_root: str | None, config_path: str | None) -> None:
+    """Serve knowledge bases to MCP agents over stdio (tools: search, ask; the KB as a resource).
 
-    Example (an MCP client's server entry):  {"command": "rag", "args": ["mcp", "--index-dir", "index/default"]}
+    Example (an MCP client's server entry):  {"command": "rag", "args": ["mcp", "--kb", "default"]}
     """
     try:
         from rag.api.mcp import build_mcp_server
     except ImportError as e:
         raise click.ClickException(f"`rag mcp` needs the MCP SDK: pip install -e '.[api]' ({e})") from e
-    from rag.pipeline import RAG
 
     config = load_config(config_path) if config_path else None
-    rag = RAG.load(index_dir or default_index_dir(), config=config)
-    build_mcp_server(rag).run("stdio")  # stdout carries the protocol; logs go to stderr
+    rag = load_rag(index_dir, kbs, index_root, config=config)
+    build_mcp_server(rag, kb_name="+".join(kbs) or "default").run("stdio")  # stdout carries the protocol; logs go to stderr
 
 
 def _plugin_commands() -> dict:
