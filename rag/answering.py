@@ -22,17 +22,30 @@ from rag.verify import AnswerCheck
 logger = logging.getLogger(__name__)
 
 
+class GeneratorCache:
+    """Generators by ``(backend, model)``, each loaded once; `Answerer`s sharing one share the models.
+
+    Several knowledge bases served by one process (`rag.api`) answer with one loaded model this way.
+    """
+
+    def __init__(self) -> None:
+        self.generators: dict[tuple[str, str], object] = {}
+        self.notices: dict[tuple[str, str], str] = {}  # why a backend fell back to extractive
+        self.lock = threading.Lock()
+
+
 class Answerer:
-    """Holds generators (loaded once, lazily) and answers questions."""
+    """Holds generators (loaded once, lazily, in ``generators``) and answers questions."""
 
     def __init__(self, retrieve: Callable[[str, int | None], list[Passage]], config: GenerationConfig,
-                 answer: AnswerConfig | None = None) -> None:
+                 answer: AnswerConfig | None = None, generators: GeneratorCache | None = None) -> None:
         self._retrieve = retrieve
         self.config = config
         self.check = AnswerCheck(answer)
-        self._generators: dict[tuple[str, str], object] = {}
-        self._notices: dict[tuple[str, str], str] = {}  # why a backend fell back to extractive
-        self._lock = threading.Lock()
+        self.generators = generators or GeneratorCache()
+        self._generators = self.generators.generators
+        self._notices = self.generators.notices
+        self._lock = self.generators.lock
 
     def _model_for(self, backend: str) -> str:
         if backend == "extractive":

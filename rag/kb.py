@@ -103,7 +103,8 @@ def require(name: str, root: str | Path | None = None) -> Path:
     return folder
 
 
-def _manifest(folder: Path) -> dict:
+def read_manifest(folder: Path) -> dict:
+    """The manifest of the knowledge-base folder ``folder`` (its files, counts and settings)."""
     return json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
 
 
@@ -127,7 +128,7 @@ def list_kbs(root: str | Path | None = None) -> list[KBInfo]:
     out = []
     for name in names(root):
         folder = kb_dir(name, root)
-        m = _manifest(folder)
+        m = read_manifest(folder)
         counts = m.get("counts", {})
         out.append(KBInfo(name, counts.get("documents", 0), counts.get("chunks", 0),
                           m.get("kb", {}).get("updated") or m.get("created", ""), folder))
@@ -137,7 +138,7 @@ def list_kbs(root: str | Path | None = None) -> list[KBInfo]:
 def documents(name: str, root: str | Path | None = None) -> list[DocInfo]:
     """The documents of KB ``name``: id, source file, title and number of chunks."""
     folder = require(name, root)
-    if not _manifest(folder).get("counts", {}).get("documents"):
+    if not read_manifest(folder).get("counts", {}).get("documents"):
         return []
     per_doc = Counter(c.doc_id for c in _read_jsonl(folder / "chunks.jsonl", Chunk))
     return [DocInfo(d.id, d.source, d.title, per_doc[d.id]) for d in _read_jsonl(folder / "documents.jsonl", Document)]
@@ -151,7 +152,7 @@ def search_dirs(kbs: str | Iterable[str], root: str | Path | None = None) -> lis
     folders = []
     for name in dict.fromkeys(kbs):
         folder = require(name, root)
-        if not _manifest(folder).get("counts", {}).get("chunks"):
+        if not read_manifest(folder).get("counts", {}).get("chunks"):
             raise RagError(f"knowledge base {name!r} has no documents yet; add some with `rag kb add {name} PATHS...`")
         folders.append(folder)
     return folders
@@ -182,7 +183,7 @@ def _file_hash(path: Path) -> str:
 
 
 def _state(folder: Path) -> tuple[dict, Index | None]:
-    manifest = _manifest(folder)
+    manifest = read_manifest(folder)
     if not manifest.get("counts", {}).get("chunks"):
         return manifest, None
     return manifest, Index.load(folder)
@@ -195,13 +196,18 @@ def _config_for(manifest: dict, config: Config | None) -> Config:
 
 
 def add(name: str, paths: Iterable[str | Path], config: Config | None = None,
-        embedder_factory: Callable[[], object] | None = None, root: str | Path | None = None) -> list[FileChange]:
+        embedder_factory: Callable[[], object] | None = None, root: str | Path | None = None,
+        reserved_ids: Iterable[str] = ()) -> list[FileChange]:
     """Add files (or folders of them) to KB ``name``; a changed file replaces its previous version.
+
+    ``reserved_ids``: ids taken elsewhere (e.g. by indexes searched together with this KB);
+    a new document claiming one is renamed as `rag.corpus.load_documents` does.
 
     Only chunks never embedded before under this model are embedded; an unchanged file is
     reported "unchanged" and costs nothing. All files are read before the KB is touched.
     """
     folder = require(name, root)
+    reserved_ids = set(reserved_ids)
     files = list(dict.fromkeys(p.resolve() for p in expand_paths(paths)))
     with build_lock(folder):
         clean_leftovers(folder)
@@ -220,7 +226,8 @@ def add(name: str, paths: Iterable[str | Path], config: Config | None = None,
             gone = set(entry["docs"]) if entry else set()
             replaced |= gone
             docs = [d for d in docs if d.id not in gone]
-            read = load_documents([path], config.corpus.csv_text_column, config.corpus.max_file_bytes)
+            read = load_documents([path], config.corpus.csv_text_column, config.corpus.max_file_bytes,
+                                  reserved_ids=reserved_ids)
             read = _unique_ids(read, set(alias_map(docs)), key)
             docs.extend(read)
             new_docs.extend(read)

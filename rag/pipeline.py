@@ -7,10 +7,10 @@ from typing import Iterable, Iterator, Sequence
 
 import threading
 
-from rag.answering import Answerer
+from rag.answering import Answerer, GeneratorCache
 from rag.build import build_index
 from rag.config import Config
-from rag.corpus import alias_map, load_documents
+from rag.corpus import alias_map
 from rag.embedding import Embedder
 from rag.errors import IndexLoadError
 from rag.index import Index
@@ -29,7 +29,9 @@ class RAG:
         >>> rag.retrieve("腾讯基金会计划出资多少？", top_k=5)[0].doc_id
     """
 
-    def __init__(self, indexes: Sequence[Index], config: Config | None = None, embedder: Embedder | None = None) -> None:
+    def __init__(self, indexes: Sequence[Index], config: Config | None = None, embedder: Embedder | None = None,
+                 generators: GeneratorCache | None = None) -> None:
+        """``embedder`` and ``generators`` may be shared with other RAGs (one loaded model for several KBs)."""
         self.config = config or Config()
         self.indexes = list(indexes)
         self.embedder = embedder or Embedder(self.config.embedding)
@@ -43,9 +45,9 @@ class RAG:
         self.aliases: dict[str, str] = {}
         for index in self.indexes:
             self.aliases.update(alias_map(index.documents))
-        self.answerer = Answerer(self.retrieve, self.config.generation, self.config.answer)
+        self.answerer = Answerer(self.retrieve, self.config.generation, self.config.answer, generators)
         self._lock = threading.Lock()
-        self._extra: dict[str, Index] = {}  # indexes added with add_documents, by folder
+        self._extra: dict[str, Index] = {}  # indexes searched beside the base ones (search_also), by key
 
     @classmethod
     def build(
@@ -67,25 +69,27 @@ class RAG:
         return cls([index], config, holder.get("e"))
 
     @classmethod
-    def load(cls, *index_dirs: str | Path, config: Config | None = None) -> "RAG":
-        """Load one or more index folders (searched together)."""
+    def load(cls, *index_dirs: str | Path, config: Config | None = None, embedder: Embedder | None = None,
+             generators: GeneratorCache | None = None) -> "RAG":
+        """Load one or more index folders (searched together); ``embedder``/``generators``: shared ones to use."""
         config = config or Config()
         indexes = [Index.load(d, embedding_model=config.embedding.model) for d in index_dirs]
         built = indexes[0].manifest.get("config")
         if built and config == Config():
             # Nothing configured by the caller: the settings the index was built with.
             config = config.with_build_settings(built)
-        return cls(indexes, config)
+        return cls(indexes, config, embedder, generators)
 
     @classmethod
-    def load_kb(cls, names: str | Sequence[str], root: str | Path | None = None, config: Config | None = None) -> "RAG":
+    def load_kb(cls, names: str | Sequence[str], root: str | Path | None = None, config: Config | None = None,
+                embedder: Embedder | None = None, generators: GeneratorCache | None = None) -> "RAG":
         """Load one knowledge base or several (searched together, results merged by score).
 
         ``root``: the folder holding the KBs (default ``$WENYUAN_INDEX_ROOT`` or ``index/``).
         """
         from rag.kb import search_dirs
 
-        return cls.load(*search_dirs(names, root), config=config)
+        return cls.load(*search_dirs(names, root), config=config, embedder=embedder, generators=generators)
 
     def resolve_doc_id(self, doc_id: str) -> str:
         """Canonical id for any document id or alias of a folded duplicate."""
@@ -110,19 +114,18 @@ class RAG:
         """Yield answer text pieces as they are generated, then the final `Answer`."""
         return self.answerer.ask_stream(question, history, top_k, backend)
 
-    def add_documents(self, paths: Iterable[str | Path], index_dir: str | Path) -> Index:
-        """(Re)build the extra index at ``index_dir`` from ``paths`` and search it too.
-
-        Unchanged chunks keep their vectors, so adding a file embeds only that
-        file. On any error the previous extra index stays as it was.
-        """
-        # Ids of the base indexes stay theirs: an uploaded "doc-001" becomes "<file>/doc-001".
-        paths = [str(p) for p in paths]
-        base_ids = {i for index in self.indexes for i in alias_map(index.documents)}
-        documents = load_documents(paths, self.config.corpus.csv_text_column, self.config.corpus.max_file_bytes, reserved_ids=base_ids)
-        index = build_index(paths, index_dir, self.config, lambda: self.embedder, documents=documents)
+    def search_also(self, key: str, index: Index | None) -> None:
+        """Search ``index`` beside the base indexes under ``key`` (replacing what ``key`` held);
+        ``None`` stops searching it. The swap is atomic for concurrent questions, and the
+        document aliases are rebuilt, so a removed document's ids resolve no more."""
         with self._lock:
-            self._extra[str(Path(index_dir).resolve())] = index
-            self.retriever.indexes = self.indexes + list(self._extra.values())
-            self.aliases.update(alias_map(index.documents))
-        return index
+            if index is None:
+                self._extra.pop(key, None)
+            else:
+                self._extra[key] = index
+            indexes = self.indexes + list(self._extra.values())
+            aliases: dict[str, str] = {}
+            for ix in indexes:
+                aliases.update(alias_map(ix.documents))
+            self.retriever.indexes = indexes
+            self.aliases = aliases

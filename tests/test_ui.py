@@ -204,6 +204,108 @@ def test_upload_limits(rag, tmp_path) -> None:
     assert docs.files() == []
 
 
+def _two_uploads(tmp_path):
+    whale = tmp_path / "in" / "吉祥物.txt"
+    whale.parent.mkdir(exist_ok=True)
+    whale.write_text("问源测试公司的吉祥物名叫小蓝鲸，它住在青岛海边。", encoding="utf-8")
+    farm = tmp_path / "in" / "farm.md"
+    farm.write_text("# 星河农场\n星河农场每年秋天举办南瓜节，南瓜节的门票免费。", encoding="utf-8")
+    return whale, farm
+
+
+def _doc_ids(rag, question: str) -> list[str]:
+    return [p.doc_id for p in rag.retrieve(question, top_k=50)]
+
+
+def test_uploads_live_in_a_knowledge_base(rag, tmp_path) -> None:
+    from rag import kb
+
+    docs = UserDocuments(rag, tmp_path / "user")
+    docs.add(_two_uploads(tmp_path))
+    assert kb.names(tmp_path / "user") == ["uploads"] and docs.index_dir == tmp_path / "user" / "uploads"
+    assert [(f.name, f.documents) for f in docs.listing()] == [("farm.md", 1), ("吉祥物.txt", 1)]
+    assert all(f.chunks >= 1 for f in docs.listing())
+    held = json.loads((docs.index_dir / "manifest.json").read_text(encoding="utf-8"))["kb"]["files"]
+    assert sorted(held) == sorted(str(p.resolve()) for p in docs.files())
+
+
+def test_upload_clashing_with_a_corpus_id_is_renamed(rag, tmp_path) -> None:
+    clash = tmp_path / "clash.jsonl"
+    clash.write_text(json.dumps({"id": "doc-001", "text": "上传的记录，与默认资料的编号相同，但内容不同。"}, ensure_ascii=False) + "\n",
+                     encoding="utf-8")
+    docs = UserDocuments(rag, tmp_path / "user")
+    docs.add([clash])
+    ids = [p.doc_id for p in rag.retrieve("上传的记录与默认资料的编号相同", top_k=50)]
+    assert ids.count("doc-001") == 1 and any(i != "doc-001" and "doc-001" in i for i in ids), ids
+
+
+def test_remove_upload_in_the_ui_then_restart(rag, tmp_path) -> None:
+    from ui.app import build_app
+
+    data_dir = tmp_path / "user"
+    demo = build_app(rag, data_dir=data_dir)
+    add_files, remove_file, ask = _fn(demo, "add_files"), _fn(demo, "remove_file"), _fn(demo, "ask")
+    status, _, listing, choices = add_files([str(p) for p in _two_uploads(tmp_path)], progress=lambda *a, **k: None)
+    assert "完成" in status and "已添加 2 个文件" in status, status
+    assert "吉祥物.txt" in listing and "farm.md" in listing and "1 篇文档" in listing
+    assert sorted(choices.choices) == [("farm.md", "farm.md"), ("吉祥物.txt", "吉祥物.txt")]
+    assert _doc_ids(rag, "问源测试公司的吉祥物叫什么？")[0] == "吉祥物"
+    assert "farm" in _doc_ids(rag, "星河农场的南瓜节门票多少钱？")
+    payload = ask("问源测试公司的吉祥物叫什么？", 5, "extractive")
+    assert "吉祥物" in [p["doc_id"] for p in payload["passages"]]
+
+    status, listing, choices = remove_file("吉祥物.txt")
+    assert "已移除 吉祥物.txt" in status and "还有 1 个文件" in status, status
+    assert "吉祥物" not in listing and "farm.md" in listing
+    assert choices.choices == [("farm.md", "farm.md")] and choices.value is None
+    assert [p.name for p in demo.user_documents.files()] == ["farm.md"]
+    assert "吉祥物" not in _doc_ids(rag, "问源测试公司的吉祥物叫什么？")
+    assert "farm" in _doc_ids(rag, "星河农场的南瓜节门票多少钱？")
+    payload = ask("问源测试公司的吉祥物叫什么？", 10, "extractive")
+    assert all(p["doc_id"] != "吉祥物" and "小蓝鲸" not in p["text"] for p in payload["passages"])
+    assert "doc-001" in _doc_ids(rag, "腾讯基金会计划出资多少？")  # the default corpus is untouched
+
+    status, listing, _ = remove_file("不存在.txt")
+    assert "未移除" in status and "没有 不存在.txt" in status and "farm.md" in status, status
+    assert "farm.md" in listing
+    assert "请先选择要移除的文件" in remove_file(None)[0]
+
+    # A restart: a fresh RAG over the default index, restored from the data dir.
+    fresh = RAG(rag.indexes, rag.config, embedder=rag.embedder)
+    again = build_app(fresh, data_dir=data_dir)
+    assert "吉祥物" not in _doc_ids(fresh, "星河农场的南瓜节门票多少钱？") and "farm" not in _doc_ids(fresh, "星河农场")
+    assert again.user_documents.restore() == 1
+    assert [f.name for f in again.user_documents.listing()] == ["farm.md"]
+    assert "farm" in _doc_ids(fresh, "星河农场的南瓜节门票多少钱？")
+    assert "吉祥物" not in _doc_ids(fresh, "问源测试公司的吉祥物叫什么？")
+
+    status, listing, _ = _fn(again, "remove_file")("farm.md")
+    assert "还有 0 个文件" in status and "还没有上传文档" in listing
+    assert "farm" not in _doc_ids(fresh, "星河农场的南瓜节门票多少钱？")
+    assert UserDocuments(RAG(rag.indexes, rag.config, embedder=rag.embedder), data_dir).restore() == 0
+
+
+def test_restore_finishes_a_removal_cut_short(rag, tmp_path) -> None:
+    docs = UserDocuments(rag, tmp_path / "user")
+    docs.add(_two_uploads(tmp_path))
+    (docs.files_dir / "farm.md").unlink()  # the file left files/ but the KB still held it
+    fresh = RAG(rag.indexes, rag.config, embedder=rag.embedder)
+    assert UserDocuments(fresh, tmp_path / "user").restore() == 1
+    assert [f.name for f in UserDocuments(fresh, tmp_path / "user").listing()] == ["吉祥物.txt"]
+    assert "farm" not in _doc_ids(fresh, "星河农场的南瓜节门票多少钱？")
+
+
+def test_restore_adds_files_kept_before_the_knowledge_base(rag, tmp_path) -> None:
+    files = tmp_path / "user" / "files"  # the layout of earlier versions: files/ without a KB
+    files.mkdir(parents=True)
+    for src in _two_uploads(tmp_path):
+        (files / src.name).write_bytes(src.read_bytes())
+    docs = UserDocuments(rag, tmp_path / "user")
+    assert docs.restore() == 2
+    assert [f.name for f in docs.listing()] == ["farm.md", "吉祥物.txt"]
+    assert _doc_ids(rag, "问源测试公司的吉祥物叫什么？")[0] == "吉祥物"
+
+
 # --- the app ---------------------------------------------------------------
 
 

@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import logging
 import time
+from pathlib import Path
 
 import click
 
 from rag.cli_kb import index_root_option, kb_option, load_rag
+from rag.config import index_root as root_of
 from rag.config import load_config
 
 logger = logging.getLogger(__name__)
@@ -60,8 +62,12 @@ def serve(index_dir: str | None, kbs: tuple[str, ...], index_root: str | None, h
     click.echo(f"index loaded ({time.perf_counter() - started:.1f}s); loading the {backend} generator…")
     rag.answerer.generator(backend)  # load now, not on the first question
     rag.retrieve("问源", top_k=1)  # warms the tokenizer dictionaries and the embedder
+    # The API serves every KB under the index root too; this RAG answers as its own name.
+    served_kbs = None if index_dir else (list(kbs) or ["default"])
+    kb_name = "+".join([Path(index_dir).name, *kbs] if index_dir else served_kbs)
     app = build_server(rag, data_dir=data_dir, default_backend=backend, keys=keys, concurrency=concurrency,
-                       max_queue=max_queue, rate_limit=rate_limit, cors_origins=cors_origins, host=host)
+                       max_queue=max_queue, rate_limit=rate_limit, cors_origins=cors_origins, host=host,
+                       kb_name=kb_name, index_root=root_of(index_root), served_kbs=served_kbs)
     restored = app.state.demo.user_documents.restore()
     if restored:
         click.echo(f"searching {restored} uploaded files from {app.state.demo.user_documents.files_dir}")

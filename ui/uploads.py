@@ -1,15 +1,16 @@
-"""The user's own documents: validated uploads indexed into a separate index.
+"""The user's own documents: validated uploads kept in a knowledge base of their own.
 
-Layout under the app's data folder::
+Layout under the app's data folder (``--data-dir``)::
 
-    files/     uploaded files that are part of the user index
-    index/     the user index (searched together with the default corpus)
-    staging/   one temporary folder per upload, removed afterwards
+    files/     uploaded files that are part of the user KB
+    uploads/   the KB ``uploads`` (see `rag.kb`), searched together with the default corpus
+    staging/   one temporary folder per upload or removal, removed afterwards
 
-An upload is copied into a fresh staging folder together with the files
-already kept, the index is rebuilt from that folder, and only when the build
-succeeds are the new files moved into ``files/``. A bad file therefore leaves
-both ``files/`` and the previous index as they were.
+An upload is validated and parsed in a fresh staging folder; only then are the files
+moved into ``files/`` and added to the KB with `rag.kb.add` (only new chunks are
+embedded). If that fails, ``files/`` is put back as it was and the KB, which changes
+atomically, keeps its previous version. Removing a file removes its documents from the
+KB (`rag.kb.remove`, an atomic swap) and the RAG serves the new version at once.
 """
 from __future__ import annotations
 
@@ -18,19 +19,33 @@ import re
 import shutil
 import tempfile
 import threading
+from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Callable, Iterable
 
-from rag.corpus import SUPPORTED_SUFFIXES, load_documents
+from rag import kb
+from rag.corpus import SUPPORTED_SUFFIXES, alias_map, load_documents
 from rag.errors import CorpusError, RagError, UploadError
+from rag.index import Index
 
 logger = logging.getLogger(__name__)
 
+KB_NAME = "uploads"
 MAX_FILE_BYTES = 5_000_000
 MAX_FILES = 20
 _UNSAFE = re.compile(r"[^\w\-]+")  # \w keeps letters of any script, so Chinese names survive
 
 Progress = Callable[[float, str], None]
+
+
+@dataclass(frozen=True)
+class UploadedFile:
+    """One uploaded file as the KB holds it."""
+
+    name: str
+    documents: int
+    chunks: int
 
 
 def safe_filename(name: str) -> str:
@@ -47,13 +62,13 @@ def safe_filename(name: str) -> str:
 
 
 class UserDocuments:
-    """Uploads and the user index of one app (shared by its sessions: a local, single-user app)."""
+    """Uploads and the user KB of one app (shared by its sessions: a local, single-user app)."""
 
     def __init__(self, rag, data_dir: str | Path, max_files: int = MAX_FILES, max_file_bytes: int = MAX_FILE_BYTES) -> None:
         self.rag = rag
         self.data_dir = Path(data_dir).resolve()
         self.files_dir = self.data_dir / "files"
-        self.index_dir = self.data_dir / "index"
+        self.index_dir = kb.kb_dir(KB_NAME, self.data_dir)
         self.staging_dir = self.data_dir / "staging"
         self.max_files = max_files
         self.max_file_bytes = max_file_bytes
@@ -64,16 +79,39 @@ class UserDocuments:
             return []
         return sorted(p for p in self.files_dir.iterdir() if p.is_file() and p.suffix in SUPPORTED_SUFFIXES)
 
+    def listing(self) -> list[UploadedFile]:
+        """The uploaded files the KB holds, by name, with their documents and chunks."""
+        if not (self.index_dir / "manifest.json").exists():
+            return []
+        docs: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+        for d in kb.documents(KB_NAME, self.data_dir):
+            entry = docs[Path(d.source).name]
+            entry[0] += 1
+            entry[1] += d.chunks
+        return [UploadedFile(name, n, c) for name, (n, c) in sorted(docs.items())]
+
     def restore(self) -> int:
-        """Search the documents kept from earlier runs; unchanged ones are not re-embedded."""
-        files = self.files()
-        if not files:
-            return 0
-        try:
-            self.rag.add_documents(files, self.index_dir)
-        except RagError as e:
-            logger.warning("could not load the user documents in %s: %s", self.files_dir, e)
-            return 0
+        """Search the documents kept from earlier runs; unchanged ones are not re-embedded.
+
+        ``files/`` is the record of what was uploaded: a file there that the KB lacks is
+        added, and a KB entry whose file is gone (a removal cut short) is removed.
+        """
+        with self._lock:
+            files = self.files()
+            if not files and not (self.index_dir / "manifest.json").exists():
+                return 0
+            try:
+                self._ensure_kb()
+                held = {str(Path(k).resolve()) for k in kb.read_manifest(self.index_dir).get("kb", {}).get("files", {})}
+                stale = sorted(held - {str(p.resolve()) for p in files})
+                if stale:
+                    kb.remove(KB_NAME, stale, self.data_dir)
+                if files:
+                    self._kb_add(files)
+                self._serve()
+            except RagError as e:
+                logger.warning("could not load the user documents in %s: %s", self.index_dir, e)
+                return 0
         return len(files)
 
     def add(self, uploads: Iterable[str | Path], progress: Progress | None = None) -> str:
@@ -91,30 +129,97 @@ class UserDocuments:
             named = self._validate(sources)
             self.staging_dir.mkdir(parents=True, exist_ok=True)
             staging = Path(tempfile.mkdtemp(prefix="upload-", dir=self.staging_dir))
+            backup = staging / "previous"
+            moved: list[str] = []
             try:
-                for old in self.files():
-                    shutil.copy2(old, staging / old.name)
                 for i, (name, src) in enumerate(named.items()):
                     shutil.copyfile(src, staging / name)
                     self._check_one(staging / name, staging)
                     report(0.1 + 0.2 * (i + 1) / len(named), f"已校验 {name}")
                 report(0.35, "建立索引（新段落需要计算向量）")
-                try:
-                    index = self.rag.add_documents(sorted(staging.iterdir()), self.index_dir)
-                except RagError as e:
-                    raise type(e)(_strip_dir(str(e), staging)) from e
-                report(0.95, "保存文件")
+                self._ensure_kb()
                 self.files_dir.mkdir(parents=True, exist_ok=True)
-                for name in named:
-                    (staging / name).replace(self.files_dir / name)
+                backup.mkdir()
+                try:
+                    for name in named:
+                        if (self.files_dir / name).exists():
+                            (self.files_dir / name).replace(backup / name)
+                        (staging / name).replace(self.files_dir / name)
+                        moved.append(name)
+                    changes = self._kb_add([self.files_dir / name for name in named])
+                except BaseException as e:
+                    for name in moved:  # put files/ back as it was; the KB did not change
+                        (self.files_dir / name).unlink(missing_ok=True)
+                        if (backup / name).exists():
+                            (backup / name).replace(self.files_dir / name)
+                    if isinstance(e, RagError):
+                        raise type(e)(_strip_dir(_strip_dir(str(e), self.files_dir), staging)) from e
+                    raise
+                report(0.95, "更新检索")
+                self._serve()
             finally:
                 shutil.rmtree(staging, ignore_errors=True)
-        counts = index.manifest.get("counts", {})
-        embedded = index.manifest.get("timings", {}).get("embedded", 0)
+        counts = kb.read_manifest(self.index_dir).get("counts", {})
+        embedded = sum(c.embedded for c in changes)
         return (
             f"已添加 {len(named)} 个文件：{'、'.join(named)}。我的文档共 {len(self.files())} 个文件、"
             f"{counts.get('documents', '?')} 篇文档、{counts.get('chunks', '?')} 个段落（本次新计算 {embedded} 个）。"
         )
+
+    def remove(self, name: str | None) -> str:
+        """Remove the uploaded file ``name`` from the KB and from retrieval; return a summary (Chinese).
+
+        Raises:
+            UploadError: no such uploaded file (nothing changes).
+        """
+        if not name or not str(name).strip():
+            raise UploadError("请先选择要移除的文件。")
+        name = PurePosixPath(str(name).replace("\\", "/")).name
+        with self._lock:
+            path = self.files_dir / name
+            known = [p.name for p in self.files()]
+            if name not in known:
+                have = "、".join(known) or "（还没有上传文档）"
+                raise UploadError(f"我的文档里没有 {name}，未移除任何文件。现有文件：{have}")
+            self.staging_dir.mkdir(parents=True, exist_ok=True)
+            staging = Path(tempfile.mkdtemp(prefix="remove-", dir=self.staging_dir))
+            try:
+                path.replace(staging / name)  # out of files/ first: a cut-short removal is finished by restore()
+                try:
+                    held = kb.read_manifest(self.index_dir).get("kb", {}).get("files", {}) if self.index_dir.exists() else {}
+                    if str(path.resolve()) in {str(Path(k).resolve()) for k in held}:
+                        kb.remove(KB_NAME, [str(path.resolve())], self.data_dir)
+                except BaseException:
+                    (staging / name).replace(path)
+                    raise
+                self._serve()
+            finally:
+                shutil.rmtree(staging, ignore_errors=True)
+        counts = kb.read_manifest(self.index_dir).get("counts", {})
+        return (
+            f"已移除 {name}。我的文档还有 {len(self.files())} 个文件、"
+            f"{counts.get('documents', 0)} 篇文档、{counts.get('chunks', 0)} 个段落。"
+        )
+
+    def _ensure_kb(self) -> None:
+        if not (self.index_dir / "manifest.json").exists():
+            kb.create(KB_NAME, self.data_dir, self.rag.config)
+
+    def _kb_add(self, paths: list[Path]) -> list[kb.FileChange]:
+        base_ids = {i for index in self.rag.indexes for i in alias_map(index.documents)}
+        return kb.add(KB_NAME, paths, self.rag.config, lambda: self.rag.embedder, self.data_dir, reserved_ids=base_ids)
+
+    def _serve(self) -> None:
+        """Make the RAG search the KB's current version (or nothing, when it is empty)."""
+        rag = self.rag
+        key = str(self.index_dir.resolve())
+        try:
+            has_chunks = kb.read_manifest(self.index_dir).get("counts", {}).get("chunks")
+            index = Index.load(self.index_dir, embedding_model=rag.config.embedding.model) if has_chunks else None
+        except BaseException:
+            rag.search_also(key, None)  # never keep serving a version that may hold removed documents
+            raise
+        rag.search_also(key, index)
 
     def _validate(self, sources: list[Path]) -> dict[str, Path]:
         named: dict[str, Path] = {}

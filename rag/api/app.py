@@ -11,16 +11,18 @@ import asyncio
 import logging
 import time
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Sequence
 
 from fastapi import FastAPI
 
-from rag.api import openai, rest
+from rag.api import kb_routes, openai, rest
 from rag.api.deps import ApiState, install_error_handlers
 from rag.api.keys import KeyStore
 from rag.api.limits import DEFAULT_MAX_BODY_BYTES, BodyLimit, RateLimiter
 from rag.api.mcp_http import add_mcp_route, mcp_lifespan
 from rag.api.queue import AnswerGate
+from rag.api.registry import KBRegistry
 
 logger = logging.getLogger(__name__)
 
@@ -39,11 +41,15 @@ def create_app(
     kb_name: str = DEFAULT_KB,
     host: str = "127.0.0.1",
     mcp: bool = True,
+    index_root: str | Path | None = None,
+    served_kbs: Sequence[str] | None = None,
 ) -> FastAPI:
-    """The API app over a loaded `RAG` (the knowledge base ``kb_name``).
+    """The API app over a loaded `RAG` (the knowledge base ``kb_name``) and the KBs under ``index_root``.
 
     Args:
-        rag: the loaded pipeline; the app never reloads it.
+        rag: the loaded pipeline, served as ``kb_name``; the other KBs share its embedder and generators.
+        index_root: also serve every KB under this folder (loaded on first use) and the ``/v1/kbs`` routes.
+        served_kbs: the KBs ``rag`` was loaded from, so a change to one through the API reloads it.
         keys: accepted API keys (default: the data folder's store and ``$WENYUAN_API_KEYS``);
             with no key at all, ``/v1`` is open (serve on loopback only: see `check_exposure`).
         concurrency, max_queue: answers generating at once, and waiting; more get 429.
@@ -53,7 +59,8 @@ def create_app(
         host: the address served (the MCP endpoint checks ``Host`` headers on loopback).
         mcp: also serve the knowledge base over MCP streamable HTTP at ``/mcp`` (`rag.api.mcp_http`).
     """
-    state = ApiState(kbs={kb_name: rag}, keys=keys or KeyStore(), gate=AnswerGate(concurrency, max_queue),
+    registry = KBRegistry(rag, kb_name, root=index_root, served_kbs=served_kbs)
+    state = ApiState(kbs=registry, keys=keys or KeyStore(), gate=AnswerGate(concurrency, max_queue),
                      limiter=RateLimiter(rate_limit), created=int(time.time()))
     servers: list = []
 
@@ -70,13 +77,15 @@ def create_app(
     install_error_handlers(app)
     app.include_router(openai.router)
     app.include_router(rest.router)
+    app.include_router(kb_routes.router)
     app.include_router(rest.health)
-    if mcp and (server := add_mcp_route(app, rag, kb_name=kb_name, gate=state.gate, host=host)) is not None:
+    if mcp and (server := add_mcp_route(app, rag, kb_name=kb_name, gate=state.gate, host=host,
+                                        resolve=registry.get)) is not None:
         servers.append(server)
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
     if cors_origins:
         from fastapi.middleware.cors import CORSMiddleware
 
-        app.add_middleware(CORSMiddleware, allow_origins=list(cors_origins), allow_methods=["GET", "POST"],
+        app.add_middleware(CORSMiddleware, allow_origins=list(cors_origins), allow_methods=["GET", "POST", "DELETE"],
                            allow_headers=["Authorization", "Content-Type"])
     return app

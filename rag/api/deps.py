@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -26,19 +27,16 @@ MAX_MESSAGE_CHARS = 8000
 class ApiState:
     """The loaded knowledge bases and the server's limits (``app.state.api``)."""
 
-    kbs: dict  # name -> RAG
+    kbs: Any  # a rag.api.registry.KBRegistry: name -> RAG, loaded on first use
     keys: KeyStore
     gate: AnswerGate
     limiter: RateLimiter
     created: int = 0
     extra: dict = field(default_factory=dict)
 
-    def kb(self, name: str):
-        """The RAG for knowledge base ``name``; 404 naming the ones there are."""
-        if name not in self.kbs:
-            raise ApiError(404, f"unknown model (knowledge base) {name!r}; this server has: {', '.join(sorted(self.kbs))} "
-                                "(GET /v1/models lists them)", "model_not_found")
-        return self.kbs[name]
+    def kb(self, name: str | None):
+        """The RAG for KB ``name`` (None: the one the server was started with); 404 naming the ones there are."""
+        return self.kbs.get(self.kbs.served_name if name is None else name)
 
 
 class ApiError(Exception):

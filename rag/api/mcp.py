@@ -29,19 +29,33 @@ logger = logging.getLogger(__name__)
 MAX_TOP_K = 20
 
 
-def build_mcp_server(rag, kb_name: str = "default", gate: AnswerGate | None = None) -> MCPServer:
+def build_mcp_server(rag, kb_name: str = "default", gate: AnswerGate | None = None, resolve=None) -> MCPServer:
     """An `MCPServer` whose tools answer from ``rag``; library errors become tool errors with their message.
 
     ``gate``: the HTTP server's answer queue; ``ask`` then generates in its turn (a full queue is a tool error).
+    ``resolve``: name -> RAG; the tools then take an optional ``kb`` argument (another knowledge base).
     """
+
+    def pick(kb: str | None):
+        if not kb or kb == kb_name:
+            return rag
+        if resolve is None:
+            raise ToolError(f"this server answers from {kb_name!r} only")
+        try:
+            return resolve(kb)
+        except Exception as e:  # an unknown KB: the message lists the known ones
+            raise ToolError(getattr(e, "message", str(e))) from e
+
     server = MCPServer(
         name="wenyuan", version="1",
         instructions=f"Knowledge base {kb_name!r}: Chinese documents. Use `search` for passages and `ask` for a short "
                      "answer whose claims carry [n] citations; a refused answer means the documents do not say.",
     )
 
-    @server.tool(description="Top-k passages of the knowledge base for a question, best first.")
-    def search(question: str, top_k: int = 5) -> dict:
+    @server.tool(description="Top-k passages of the knowledge base for a question, best first "
+                             "(kb: another knowledge base of this server, by name).")
+    def search(question: str, top_k: int = 5, kb: str | None = None) -> dict:
+        rag = pick(kb)
         try:
             question = clean_question(question, rag.config.generation.max_question_chars)
             passages = rag.retrieve(question, max(1, min(MAX_TOP_K, int(top_k))))
@@ -51,7 +65,8 @@ def build_mcp_server(rag, kb_name: str = "default", gate: AnswerGate | None = No
 
     @server.tool(description="A short answer with verified [n] citations, or refused=true when the documents do not "
                              "hold the answer.")
-    async def ask(question: str) -> dict:
+    async def ask(question: str, kb: str | None = None) -> dict:
+        rag = await anyio.to_thread.run_sync(pick, kb)  # a KB's first use loads its index
         try:
             if gate is None:
                 answer = await anyio.to_thread.run_sync(rag.ask, question)

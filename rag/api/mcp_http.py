@@ -44,18 +44,18 @@ class KeyCheck:
         await self.app(scope, receive, send)
 
 
-def add_mcp_route(app, rag, *, kb_name: str, gate, host: str = "127.0.0.1"):
+def add_mcp_route(app, rag, *, kb_name: str, gate, host: str = "127.0.0.1", resolve=None):
     """Serve ``rag`` over MCP streamable HTTP at ``/mcp`` of ``app``; returns the `MCPServer` (None without ``mcp``).
 
     ``host``: the address the server binds; on loopback the SDK also checks the
-    ``Host``/``Origin`` headers (DNS-rebinding protection).
+    ``Host``/``Origin`` headers (DNS-rebinding protection). ``resolve``: name -> RAG for the tools' ``kb`` argument.
     """
     try:
         from rag.api.mcp import build_mcp_server
     except ImportError as e:  # the api extra without mcp: the HTTP API still works
         logger.warning("no MCP at %s: the mcp package is missing (%s)", MCP_PATH, e)
         return None
-    server = build_mcp_server(rag, kb_name, gate=gate)
+    server = build_mcp_server(rag, kb_name, gate=gate, resolve=resolve)
     sdk_app = server.streamable_http_app(streamable_http_path=MCP_PATH, host=host)
     endpoint = next(r.endpoint for r in sdk_app.routes if getattr(r, "path", None) == MCP_PATH)
     app.router.routes.append(Route(MCP_PATH, endpoint=KeyCheck(endpoint), include_in_schema=False))

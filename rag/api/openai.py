@@ -21,6 +21,7 @@ import uuid
 from typing import Any, AsyncIterator
 
 from fastapi import APIRouter, Depends, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -136,7 +137,7 @@ async def _sse(first: str | Answer, events: AsyncIterator[str | Answer], model: 
 @router.post("/chat/completions", summary="Answer the last user message from a knowledge base, with citations")
 async def chat_completions(body: ChatRequest, request: Request):
     state = state_of(request)
-    rag = state.kb(body.model)
+    rag = await run_in_threadpool(state.kb, body.model)  # a KB's first use loads its index
     question, history = split_messages(body.messages)
     clean_question(question, rag.config.generation.max_question_chars)  # 400 now, not mid-stream
     run = AnswerRun(rag, state.gate, question, history, body.top_k)
@@ -160,11 +161,11 @@ def _model_json(name: str, created: int) -> dict:
 @router.get("/models", summary="The knowledge bases, as OpenAI models")
 async def list_models(request: Request):
     state = state_of(request)
-    return {"object": "list", "data": [_model_json(name, state.created) for name in sorted(state.kbs)]}
+    return {"object": "list", "data": [_model_json(name, state.created) for name in state.kbs.names()]}
 
 
 @router.get("/models/{name}", summary="One knowledge base, as an OpenAI model")
 async def get_model(name: str, request: Request):
     state = state_of(request)
-    state.kb(name)
+    state.kbs.require(name)
     return _model_json(name, state.created)

@@ -23,7 +23,7 @@ class SearchRequest(BaseModel):
 
     question: str
     top_k: int = Field(5, ge=1, le=50)
-    kb: str = Field("default", description="Knowledge base (GET /v1/models).")
+    kb: str | None = Field(None, description="Knowledge base (GET /v1/models; default: the one the server was started with).")
 
 
 class AskRequest(BaseModel):
@@ -33,7 +33,7 @@ class AskRequest(BaseModel):
     history: list[Any] = Field(default_factory=list, description="Earlier [question, answer] pairs or {role, content} messages.")
     top_k: int | None = Field(None, ge=1, le=50)
     backend: Literal["causal", "seq2seq", "extractive"] | None = None
-    kb: str = "default"
+    kb: str | None = Field(None, description="Knowledge base (GET /v1/models; default: the one the server was started with).")
 
 
 def _history(items: list[Any]) -> list:
@@ -55,7 +55,7 @@ def _history(items: list[Any]) -> list:
 
 @router.post("/search", summary="Top-k passages for a question (RAG.retrieve)")
 async def search(body: SearchRequest, request: Request):
-    rag = state_of(request).kb(body.kb)
+    rag = await run_in_threadpool(state_of(request).kb, body.kb)  # a KB's first use loads its index
     question = clean_question(body.question, rag.config.generation.max_question_chars)
     # A thread of its own, not the answer queue: searches never wait behind generation.
     passages = await run_in_threadpool(rag.retrieve, question, body.top_k)
@@ -65,7 +65,7 @@ async def search(body: SearchRequest, request: Request):
 @router.post("/ask", summary="A verified, cited answer or a refusal (RAG.ask)")
 async def ask(body: AskRequest, request: Request):
     state = state_of(request)
-    rag = state.kb(body.kb)
+    rag = await run_in_threadpool(state.kb, body.kb)
     clean_question(body.question, rag.config.generation.max_question_chars)
     answer = await AnswerRun(rag, state.gate, body.question, _history(body.history), body.top_k, body.backend).answer()
     return {
@@ -81,5 +81,5 @@ async def healthz(request: Request):
     state = state_of(request)
     gate = state.gate
     running = min(gate.admitted, gate.concurrency)
-    return {"status": "ok", "knowledge_bases": sorted(state.kbs),
+    return {"status": "ok", "knowledge_bases": state.kbs.names(),
             "answers": {"generating": running, "waiting": gate.admitted - running, "max_queue": gate.max_queue}}
