@@ -93,9 +93,12 @@ def test_uploaded_documents_do_not_take_the_base_corpus_ids(mini_rag, tmp_path) 
     upload = tmp_path / "uploads" / "notes.txt"
     upload.parent.mkdir()
     upload.write_text("正文 内容\n上海 慈善 基金会 为 社区 防控 捐赠 了 二十万 只 口罩 和 一批 防护服 。\n", encoding="utf-8")
+    from rag import kb
+    from ui.uploads import KB_NAME, UserDocuments
+
     base_text = next(d.text for d in mini_rag.indexes[0].documents if d.id == "doc-001")
-    extra = mini_rag.add_documents([upload], tmp_path / "user")
-    assert [d.id for d in extra.documents] == ["notes/doc-001"]
+    UserDocuments(mini_rag, tmp_path / "user").add([upload])
+    assert [d.doc_id for d in kb.documents(KB_NAME, tmp_path / "user")] == ["notes/doc-001"]
     assert mini_rag.resolve_doc_id("doc-001") == "doc-001"
     assert next(d.text for d in mini_rag.indexes[0].documents if d.id == "doc-001") == base_text
     hits = mini_rag.retrieve("上海慈善基金会捐赠了多少口罩？", top_k=3)
