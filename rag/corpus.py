@@ -24,7 +24,7 @@ from typing import Iterable, Iterator
 from rag.errors import CorpusError
 from rag.normalize import normalize_text
 from rag.readers import READERS, Block, read_blocks
-from rag.readers.base import read_text_file  # noqa: F401 - re-exported: callers read text files through corpus
+from rag.readers.base import check_size, read_text_file  # read_text_file also re-exported: callers read text files through corpus
 from rag.records import Document
 
 logger = logging.getLogger(__name__)
@@ -133,12 +133,7 @@ def read_raw(path: Path, csv_text_column: str = "text", max_bytes: int = 50_000_
 
 
 def _structured(path: Path, max_bytes: int) -> RawDoc:
-    try:
-        size = path.stat().st_size
-    except OSError as e:
-        raise CorpusError(f"cannot read {path}: {e}") from e
-    if size > max_bytes:
-        raise CorpusError(f"{path} is {size:,} bytes, over the {max_bytes:,}-byte limit; split it into smaller files")
+    check_size(path, max_bytes)
     blocks = read_blocks(path)
     title = next((b.location["section"][0] for b in blocks if b.location.get("section")), "")
     return RawDoc(id=path.stem, text="\n\n".join(b.text for b in blocks), source=str(path), title=title, blocks=blocks)

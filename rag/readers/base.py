@@ -22,14 +22,19 @@ class Block:
     location: dict = field(default_factory=dict)
 
 
-def read_text_file(path: Path, max_bytes: int = 50_000_000) -> str:
-    """Read a text file as UTF-8, falling back to GB18030 (common for Chinese text)."""
+def check_size(path: Path, max_bytes: int) -> None:
+    """A CorpusError when ``path`` cannot be read or is over ``max_bytes``."""
     try:
         size = path.stat().st_size
     except OSError as e:
         raise CorpusError(f"cannot read {path}: {e}") from e
     if size > max_bytes:
         raise CorpusError(f"{path} is {size:,} bytes, over the {max_bytes:,}-byte limit; split it into smaller files")
+
+
+def read_text_file(path: Path, max_bytes: int = 50_000_000) -> str:
+    """Read a text file as UTF-8, falling back to GB18030 (common for Chinese text)."""
+    check_size(path, max_bytes)
     try:
         data = path.read_bytes()
     except OSError as e:
