@@ -205,7 +205,6 @@ def models_provision(generator: bool, generator_model: str | None) -> None:
     name = generator_model or DEFAULT_GENERATOR_MODEL
     spec = known_model(name)  # an unknown name fails here, before any work
     click.echo(f"embedding model: {ensure_e5_model()}")
-    from rag.config import Config
     from rag.embedding import Embedder
 
     embedder = Embedder(Config().embedding)  # exports the fast CPU engine's model once, if "auto" picks one
