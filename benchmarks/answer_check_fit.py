@@ -16,7 +16,7 @@ import argparse
 import json
 from pathlib import Path
 
-from rag.verify.answerability import FEATURES, MODEL_PATH
+from rag.verify.answerability import MODEL_PATH
 from rag.verify.fit import choose_c, fit, fit_min_evidence, read_rows, replay_rows, write_model
 
 
@@ -27,6 +27,7 @@ def main() -> None:
     ap.add_argument("--write", action="store_true", help=f"write {MODEL_PATH}")
     ap.add_argument("--replay", action="store_true", help="recompute the signals from the runs' raw answers (after a signal changed)")
     ap.add_argument("--out", default="benchmarks/results/answer_check_fit.json")
+    ap.add_argument("--exclude", default="", help="comma-separated signals to leave out (to measure what one adds)")
     args = ap.parse_args()
     rows, sources = [], []
     for item in args.runs:
@@ -38,12 +39,13 @@ def main() -> None:
         rows += replay_rows(run, corpus) if args.replay else read_rows(run, corpus)
         sources.append(f"{corpus}: {questions} ({run})")
     cv = {}
+    exclude = [name for name in args.exclude.split(",") if name]
     c = args.c if args.c is not None else None
     if c is None:
-        c, cv = choose_c(rows)
-    model, summary = fit(rows, c=c)
+        c, cv = choose_c(rows, exclude=exclude)
+    model, summary = fit(rows, c=c, exclude=exclude)
     min_evidence = fit_min_evidence(rows)
-    report = {"weights": dict(zip(FEATURES, [round(w, 4) for w in model.weights])), "intercept": round(model.intercept, 4),
+    report = {"weights": dict(zip(model.features, [round(w, 4) for w in model.weights])), "defaults": model.defaults, "intercept": round(model.intercept, 4),
               "min_evidence": min_evidence, "c": c, "cv_utility": cv, **summary, "sources": sources}
     print(json.dumps(report, ensure_ascii=False, indent=1))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -79,7 +79,8 @@ class Answerer:
                     if backend == "seq2seq" and not model:
                         raise ModelError("no seq2seq model configured; set generation.seq2seq_model to a T5/mT5/BART folder or id")
                     kwargs = {} if backend == "extractive" else {
-                        "max_new_tokens": self.config.max_new_tokens, "prompt_passages": self.config.prompt_passages or None}
+                        "max_new_tokens": self.config.max_new_tokens, "prompt_passages": self.config.prompt_passages or None,
+                        "prompt_focus": self.config.prompt_focus}
                     if backend == "causal":
                         kwargs.update(engine=self.config.engine, prompt_lookup=self.config.prompt_lookup)
                     # llama.cpp reads the GGUF itself: no transformers folder to provision.
@@ -118,8 +119,12 @@ class Answerer:
             yield Answer(text=REFUSAL, refused=True, timings=timings, refusal_reason="no_evidence", **base)
             return
         pieces: list[str] = []
+        log_probs: list[float] = []
         first = None
-        for piece in gen.stream(standalone, passages):
+        # Only engines that report token probabilities take log_probs (a generator of one's own may not).
+        stream = gen.stream(standalone, passages, log_probs=log_probs) if getattr(gen, "token_log_probs", False) \
+            else gen.stream(standalone, passages)
+        for piece in stream:
             if first is None:
                 first = time.perf_counter()
             pieces.append(piece)
@@ -127,7 +132,7 @@ class Answerer:
         t_gen = time.perf_counter()
         raw = "".join(pieces).strip()
         timings.update(first_token_ms=_ms(t_ret, first or t_gen), generate_ms=_ms(t_ret, t_gen))
-        verdict = self.check.check(standalone, raw, passages)
+        verdict = self.check.check(standalone, raw, passages, log_probs)
         if verdict.rescued:
             timings["rescued"] = 1
         timings["verify_ms"] = _ms(t_gen, time.perf_counter())

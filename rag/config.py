@@ -127,6 +127,10 @@ class GenerationConfig:
     # Top-ranked passages put in the prompt (0: all retrieved). 3 passages of 300 characters
     # keep the prompt as long as 5 of 200 did before the chunk size changed.
     prompt_passages: int = 3
+    # Characters of each prompt passage shown to the model: the sentences sharing most
+    # of the question's words, with their neighbours (0: the whole passage). A shorter
+    # prompt is a faster first token; the answer check still reads whole passages.
+    prompt_focus: int = 0
     # Prompt lookup decoding: draft tokens per step copied from the passages, which
     # the model checks in one pass (0: off). Still greedy; about 1.5x faster answers
     # with transformers. The llamacpp and ctranslate2 engines decode without it.

@@ -11,6 +11,7 @@ from rag.generation import (
     Generator,
     build_generator,
     build_messages,
+    focus,
     format_passages,
 )
 from rag.records import Passage
@@ -50,6 +51,22 @@ def test_prompt_truncates_to_char_budget():
     assert lines[1].endswith("…")
     assert sum(len(line) - 4 for line in lines) == 450
     assert format_passages([], 100) == "（无）"
+
+
+def test_prompt_focus_keeps_the_question_sentence_and_its_neighbours():
+    # Invented article: the asked sentence sits in the middle of unrelated ones.
+    sentences = ["青禾社区位于城东。", "社区有三个公园。", "青禾图书馆由志愿者管理。", "馆长是林晓。", "每周六有读书会。",
+                 "附近有一所小学。", "公交站在路口。"]
+    text = "".join(sentences)
+    focused = focus("青禾图书馆由谁管理？", text, 30)
+    assert "青禾图书馆由志愿者管理。" in focused and "馆长是林晓。" in focused  # the sentence and the next one
+    assert "公交站在路口" not in focused and len(focused) <= 30 + 4
+    assert focused.startswith("…") and focused.endswith("…")  # cut on both sides, marked
+    # A short passage, or no focus, is shown whole.
+    assert focus("青禾图书馆由谁管理？", text, 0) == text
+    assert focus("青禾图书馆由谁管理？", text, len(text)) == text
+    messages = build_messages("青禾图书馆由谁管理？", [passage(1, text, "青禾")], focus_chars=30)
+    assert "[1] 《青禾》 …" in messages[1]["content"] and "公交站" not in messages[1]["content"]
 
 
 # --- extractive -----------------------------------------------------------------

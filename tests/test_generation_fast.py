@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -108,6 +109,19 @@ def test_prompt_passages_limits_what_the_model_sees(tiny_qwen, cache, engine):
     generator = build_generator("causal", str(tiny_qwen), engine=engine, max_new_tokens=2, prompt_passages=1)
     user = generator.messages("腾讯？", [passage(1, "甲" * 40), passage(2, "乙" * 40)])[1]["content"]
     assert "[1] " in user and "[2] " not in user
+
+
+@pytest.mark.parametrize("engine", ["ctranslate2", "transformers"])
+def test_stream_reports_the_log_probability_of_each_picked_token(tiny_qwen, cache, engine):
+    generator = build_generator("causal", str(tiny_qwen), engine=engine, max_new_tokens=6)
+    assert generator.token_log_probs
+    log_probs: list[float] = []
+    text = "".join(generator.stream("腾讯基金会计划出资多少？", [passage(1, TEXT, "腾讯")], log_probs=log_probs))
+    assert text == generator.generate("腾讯基金会计划出资多少？", [passage(1, TEXT, "腾讯")])  # asking for them changes nothing
+    assert 1 <= len(log_probs) <= 6
+    # Greedy decoding picks the most probable token, which is never below the uniform probability.
+    floor = -math.log(len(generator.tokenizer)) - 1e-3
+    assert all(floor <= lp <= 1e-6 for lp in log_probs), log_probs
 
 
 # --- the real Qwen2.5-Coder-0.5B, converted from the provisioned folder ---------------------

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 
@@ -9,7 +10,8 @@ from rag.config import AnswerConfig, Config
 from rag.errors import ConfigError
 from rag.generation import REFUSAL
 from rag.verify import AnswerCheck, is_explicit_refusal
-from rag.verify.answerability import FEATURES, AnswerabilityModel, load_model
+from rag.records import Citation
+from rag.verify.answerability import FEATURES, TOKEN_SIGNALS, AnswerabilityModel, features, load_model
 from rag.verify.fit import C_GRID, Row, choose_c, fit, fit_min_evidence, utility
 
 from conftest import passage
@@ -91,7 +93,7 @@ def test_no_evidence_skips_generation(check: AnswerCheck) -> None:
 
 def test_bundled_model_is_inspectable_and_fitted() -> None:
     model = load_model()
-    assert model.features == FEATURES and len(model.weights) == len(FEATURES)
+    assert set(model.features) <= set(FEATURES) and len(model.weights) == len(model.features)
     assert 0.0 < model.threshold < 1.0 and "tune" in model.fitted_on
     weights = dict(zip(model.features, model.weights))
     # Signals that an answer addresses the question push the score up.
@@ -104,7 +106,7 @@ def test_bad_model_files_say_how_to_fix(tmp_path) -> None:
     with pytest.raises(ConfigError, match="answer.model"):
         AnswerCheck(AnswerConfig(model=str(bad)))
     other = tmp_path / "other.json"
-    other.write_text(json.dumps({"version": 1, "features": ["evidence"], "weights": [1.0], "intercept": 0, "threshold": 0.5}))
+    other.write_text(json.dumps({"version": 1, "features": ["evidence", "gut_feeling"], "weights": [1.0, 1.0], "intercept": 0, "threshold": 0.5}))
     with pytest.raises(ConfigError, match="refit"):
         AnswerCheck(AnswerConfig(model=str(other)))
 
@@ -113,7 +115,7 @@ def _rows(corpus: str, n: int) -> list[Row]:
     rows = []
     for i in range(n):
         right = i % 3 != 0
-        signals = {name: 0.5 for name in FEATURES}
+        signals = {name: 0.5 for name in FEATURES if name not in TOKEN_SIGNALS}
         signals["align"] = 0.9 if right else 0.2
         signals["evidence"] = 0.6 if right else 0.1 + 0.001 * i
         rows.append(Row(corpus, answerable=i % 5 != 0 or right, has_candidate=True, right=right, signals=signals))
@@ -123,7 +125,7 @@ def _rows(corpus: str, n: int) -> list[Row]:
 def test_fit_learns_a_separating_signal_and_a_threshold_between() -> None:
     rows = _rows("a", 60) + _rows("b", 30)
     model, summary = fit(rows)
-    weights = dict(zip(FEATURES, model.weights))
+    weights = dict(zip(model.features, model.weights))
     assert weights["align"] > 1.0
     right = model.score(rows[1].signals)
     wrong = model.score(rows[0].signals)
@@ -133,6 +135,26 @@ def test_fit_learns_a_separating_signal_and_a_threshold_between() -> None:
     assert fit_min_evidence(rows) == 0.5  # every right candidate has evidence 0.6: the top of the grid
     c, cv = choose_c(rows)
     assert c in C_GRID and set(cv) == set(C_GRID) and cv[c] == max(cv.values())
+
+
+def test_token_signals_come_from_the_generators_log_probs_and_default_to_their_tune_mean() -> None:
+    citations = [Citation(marker=1, doc_id="doc-001", chunk_id="c1", quote="x", start=0, end=1)]
+    plain = features("青禾基金会的总预算是多少？", PASSAGES, "300万元", citations)
+    assert not set(TOKEN_SIGNALS) & set(plain)  # an engine without log-probs: the signals are absent
+    signals = features("青禾基金会的总预算是多少？", PASSAGES, "300万元", citations, token_log_probs=[math.log(0.5), math.log(0.125)])
+    assert signals["token_prob"] == pytest.approx(0.25) and signals["min_token_prob"] == pytest.approx(0.125)
+    assert signals["first_token_prob"] == pytest.approx(0.5)
+    # Rows with and without them (two engines): the fit keeps the signals and scores a row
+    # that lacks them with their mean, as the answer check will.
+    rows = _rows("a", 60)
+    for row in rows[:30]:
+        row.signals["token_prob"] = 0.9 if row.right else 0.3
+    model, _ = fit(rows)
+    assert "token_prob" in model.features and model.defaults["token_prob"] == pytest.approx(
+        sum(r.signals["token_prob"] for r in rows[:30]) / 30)
+    lacking = {k: v for k, v in rows[40].signals.items() if k != "token_prob"}
+    assert model.score(lacking) == model.score(lacking | {"token_prob": model.defaults["token_prob"]})
+    assert "token_prob" not in fit(rows, exclude=["token_prob"])[0].features
 
 
 def test_utility_counts_wrong_answers_below_refusals() -> None:

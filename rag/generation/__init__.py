@@ -35,6 +35,7 @@ from rag.generation.prompt import (
     PROMPT_VERSION,
     REFUSAL,
     build_messages,
+    focus,
     format_passages,
 )
 from rag.generation.factory import ENGINES, build_generator, choose_engines
@@ -51,5 +52,6 @@ __all__ = [
     "build_generator",
     "build_messages",
     "choose_engines",
+    "focus",
     "format_passages",
 ]

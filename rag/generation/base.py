@@ -31,22 +31,36 @@ class Generator(ABC):
     backend = "generator"
     #: False when :meth:`complete` cannot follow free-form instructions.
     free_form = True
+    #: True when :meth:`stream_complete` takes ``log_probs``, a list it fills with the
+    #: log-probability of every token it picks (a signal of the answer check).
+    token_log_probs = False
 
-    def __init__(self, max_prompt_chars: int = DEFAULT_MAX_PROMPT_CHARS, prompt_passages: int | None = None) -> None:
+    def __init__(self, max_prompt_chars: int = DEFAULT_MAX_PROMPT_CHARS, prompt_passages: int | None = None,
+                 prompt_focus: int = 0) -> None:
         self.max_prompt_chars = max_prompt_chars
         #: Passages shown to the model, in rank order (None: all it is given).
         self.prompt_passages = prompt_passages
+        #: Characters of each passage shown: the sentences that matter to the question (0: all).
+        self.prompt_focus = prompt_focus
 
     def generate(self, question: str, passages: Sequence[Passage]) -> str:
         """Answer ``question`` from ``passages``, citing them as ``[n]``."""
         return self.complete(self.messages(question, passages))
 
-    def stream(self, question: str, passages: Sequence[Passage]) -> Iterator[str]:
-        """Like :meth:`generate`, yielding text pieces as they are decoded."""
-        yield from self.stream_complete(self.messages(question, passages))
+    def stream(self, question: str, passages: Sequence[Passage], log_probs: list[float] | None = None) -> Iterator[str]:
+        """Like :meth:`generate`, yielding text pieces as they are decoded.
+
+        ``log_probs``, where given and the engine reports them, receives the
+        log-probability of each token picked (complete once the stream ends).
+        """
+        messages = self.messages(question, passages)
+        if log_probs is not None and self.token_log_probs:
+            yield from self.stream_complete(messages, log_probs=log_probs)
+        else:
+            yield from self.stream_complete(messages)
 
     def messages(self, question: str, passages: Sequence[Passage]) -> Messages:
-        return build_messages(question, passages[: self.prompt_passages], self.max_prompt_chars)
+        return build_messages(question, passages[: self.prompt_passages], self.max_prompt_chars, self.prompt_focus)
 
     @abstractmethod
     def complete(self, messages: Messages) -> str:
@@ -67,7 +81,7 @@ class FittedPromptGenerator(Generator):
 
     def messages(self, question: str, passages: Any) -> Messages:
         return fit_messages(question, passages[: self.prompt_passages], self.max_prompt_chars, self.max_input_tokens,
-                            lambda messages: len(self._encode(messages)))
+                            lambda messages: len(self._encode(messages)), self.prompt_focus)
 
     def complete(self, messages: Messages) -> str:
         return "".join(self.stream_complete(messages)).strip()

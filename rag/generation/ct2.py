@@ -53,8 +53,9 @@ class CTranslate2Generator(FittedPromptGenerator):
         max_input_tokens: int | None = None,
         threads: int | None = None,
         prompt_passages: int | None = None,
+        prompt_focus: int = 0,
     ) -> None:
-        super().__init__(max_prompt_chars, prompt_passages)
+        super().__init__(max_prompt_chars, prompt_passages, prompt_focus)
         from rag.provision.ct2 import ensure_ct2_model
         from rag.provision.gguf import resolve_generator_model
 
@@ -89,25 +90,30 @@ class CTranslate2Generator(FittedPromptGenerator):
         self.max_input_tokens = max_input_tokens or context - max_new_tokens
         logger.info("loaded CTranslate2 %s model %s (input limit %d tokens)", compute_type, path, self.max_input_tokens)
 
-    def stream_complete(self, messages: Messages) -> Iterator[str]:
+    token_log_probs = True
+
+    def stream_complete(self, messages: Messages, log_probs: list[float] | None = None) -> Iterator[str]:
         ids = self._checked_ids(messages)
         steps = self.model.generate_tokens(
-            self.tokenizer.convert_ids_to_tokens(ids), max_length=self.max_new_tokens, sampling_topk=1, end_token=self._stops
+            self.tokenizer.convert_ids_to_tokens(ids), max_length=self.max_new_tokens, sampling_topk=1, end_token=self._stops,
+            return_log_prob=log_probs is not None,
         )
         try:
-            yield from lstrip_first(self._pieces(steps))
+            yield from lstrip_first(self._pieces(steps, log_probs))
         except (RuntimeError, ValueError) as e:
             raise ModelError(f"CTranslate2 generation failed: {e}") from e
         finally:
             steps.close()  # a consumer that stops early also stops the decoding
 
-    def _pieces(self, steps: Iterator[Any]) -> Iterator[str]:
+    def _pieces(self, steps: Iterator[Any], log_probs: list[float] | None = None) -> Iterator[str]:
         new: list[int] = []
         shown = ""
         for step in steps:
             if step.token_id in self._stop_ids:
                 break
             new.append(step.token_id)
+            if log_probs is not None and step.log_prob is not None:
+                log_probs.append(step.log_prob)
             text = self.tokenizer.decode(new, skip_special_tokens=True)
             # A Chinese character can span two byte-level tokens: wait for the second.
             if text.endswith("\ufffd"):

@@ -39,8 +39,9 @@ class _TransformersGenerator(Generator):
         max_input_tokens: int | None = None,
         threads: int | None = None,
         prompt_passages: int | None = None,
+        prompt_focus: int = 0,
     ) -> None:
-        super().__init__(max_prompt_chars, prompt_passages)
+        super().__init__(max_prompt_chars, prompt_passages, prompt_focus)
         self.model_name = model
         self.max_new_tokens = max_new_tokens
         _configure_threads(threads)
@@ -71,7 +72,7 @@ class _TransformersGenerator(Generator):
 
     def messages(self, question: str, passages: Sequence[Passage]) -> Messages:
         return fit_messages(question, passages[: self.prompt_passages], self.max_prompt_chars, self.max_input_tokens,
-                            lambda messages: self._encode(messages)["input_ids"].shape[1])
+                            lambda messages: self._encode(messages)["input_ids"].shape[1], self.prompt_focus)
 
     def complete(self, messages: Messages) -> str:
         inputs = self._checked_inputs(messages)
@@ -79,7 +80,9 @@ class _TransformersGenerator(Generator):
         new_tokens = output[0, self._prompt_length(inputs) :]
         return self.tokenizer.decode(new_tokens, skip_special_tokens=True).strip()
 
-    def stream_complete(self, messages: Messages) -> Iterator[str]:
+    token_log_probs = True
+
+    def stream_complete(self, messages: Messages, log_probs: list[float] | None = None) -> Iterator[str]:
         from transformers import StoppingCriteria, TextIteratorStreamer
 
         class _Cancelled(StoppingCriteria):
@@ -95,7 +98,12 @@ class _TransformersGenerator(Generator):
 
         def work() -> None:
             try:
-                self._run(inputs, streamer=streamer, stopping_criteria=[_Cancelled()])
+                if log_probs is None:
+                    self._run(inputs, streamer=streamer, stopping_criteria=[_Cancelled()])
+                else:
+                    out = self._run(inputs, streamer=streamer, stopping_criteria=[_Cancelled()],
+                                    output_scores=True, return_dict_in_generate=True)
+                    log_probs.extend(self._log_probs(inputs, out))
             except BaseException as e:  # re-raised in the consuming thread below
                 errors.append(e)
                 streamer.end()
@@ -109,6 +117,22 @@ class _TransformersGenerator(Generator):
             thread.join()
         if errors:
             raise ModelError(f"{self.backend} generation failed: {errors[0]}") from errors[0]
+
+    def _log_probs(self, inputs: dict[str, Any], out: Any) -> list[float]:
+        """Log-probabilities of the tokens greedy decoding picked (end-of-turn tokens excluded)."""
+        import torch
+
+        new = out.sequences[0, self._prompt_length(inputs) :]
+        if self._prompt_length(inputs) == 0:  # an encoder-decoder's output starts with its start token
+            new = new[1:]
+        stops = set(self._generation_config.eos_token_id if isinstance(self._generation_config.eos_token_id, list)
+                    else [self._generation_config.eos_token_id])
+        picked = []
+        for token, scores in zip(new.tolist(), out.scores):
+            if token in stops:
+                break
+            picked.append(float(torch.log_softmax(scores[0].float(), dim=-1)[token]))
+        return picked
 
     def _checked_inputs(self, messages: Messages) -> dict[str, Any]:
         inputs = self._encode(messages)

@@ -55,8 +55,9 @@ class LlamaCppGenerator(FittedPromptGenerator):
         max_input_tokens: int | None = None,
         threads: int | None = None,
         prompt_passages: int | None = None,
+        prompt_focus: int = 0,
     ) -> None:
-        super().__init__(max_prompt_chars, prompt_passages)
+        super().__init__(max_prompt_chars, prompt_passages, prompt_focus)
         self.model_name = model
         self.max_new_tokens = max_new_tokens
         try:

@@ -7,8 +7,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
+from rag.chunking import split_sentences
 from rag.errors import QuestionError
 from rag.records import Passage
+from rag.textsim import bigrams, question_core
 
 PROMPT_VERSION = "zh-3"
 REFUSAL = "根据现有资料无法回答这个问题。"
@@ -23,12 +25,54 @@ _MIN_PASSAGE_CHARS = 30  # a passage cut shorter than this is dropped, not shown
 Messages = list[dict[str, str]]
 
 
-def format_passages(passages: Sequence[Passage], max_chars: int = DEFAULT_MAX_PROMPT_CHARS) -> str:
-    """Number passages ``[1] 《title》 text`` in rank order, within ``max_chars`` of text."""
+def focus(question: str, text: str, max_chars: int) -> str:
+    """The sentences of ``text`` that matter to ``question``, within about ``max_chars``.
+
+    The sentence sharing most of the question's bigrams is kept with its neighbours
+    (the next one first: an answer often follows the sentence naming its subject),
+    then the best of the rest, in text order; "…" marks what was left out. The
+    answer check reads the whole passage, so citation offsets are unaffected.
+    """
+    spans = split_sentences(text)
+    if max_chars <= 0 or len(text) <= max_chars or len(spans) < 2:
+        return text
+    asked = bigrams(question_core(question))
+    scores = [len(bigrams(text[s:e]) & asked) for s, e in spans]
+    best = max(range(len(spans)), key=lambda i: (scores[i], -i))
+    order = [best] + [j for d in range(1, len(spans)) for j in (best + d, best - d) if 0 <= j < len(spans)]
+    order += sorted(range(len(spans)), key=lambda i: -scores[i])
+    kept: set[int] = set()
+    used = 0
+    for i in order:
+        size = spans[i][1] - spans[i][0]
+        if i in kept or (kept and used + size > max_chars):
+            continue
+        kept.add(i)
+        used += size
+    pieces, last = [], -1
+    for i in sorted(kept):
+        if i != last + 1:
+            pieces.append("…")
+        pieces.append(text[spans[i][0] : spans[i][1]].strip())
+        last = i
+    if last != len(spans) - 1:
+        pieces.append("…")
+    return "".join(pieces)
+
+
+def format_passages(passages: Sequence[Passage], max_chars: int = DEFAULT_MAX_PROMPT_CHARS,
+                    question: str = "", focus_chars: int = 0) -> str:
+    """Number passages ``[1] 《title》 text`` in rank order, within ``max_chars`` of text.
+
+    With ``focus_chars``, each passage shows only its sentences that matter to
+    ``question`` (:func:`focus`), about that many characters.
+    """
     lines: list[str] = []
     left = max_chars
     for number, passage in enumerate(passages, start=1):
         text = " ".join(passage.text.split())
+        if focus_chars:
+            text = focus(question, text, focus_chars)
         if len(text) > left:
             if left < _MIN_PASSAGE_CHARS:
                 break
@@ -39,18 +83,21 @@ def format_passages(passages: Sequence[Passage], max_chars: int = DEFAULT_MAX_PR
     return "\n".join(lines) if lines else "（无）"
 
 
-def build_messages(question: str, passages: Sequence[Passage], max_chars: int = DEFAULT_MAX_PROMPT_CHARS) -> Messages:
-    """Chat messages asking ``question`` about ``passages`` (truncated to ``max_chars``)."""
-    user = USER_TEMPLATE.format(passages=format_passages(passages, max_chars), question=question.strip())
+def build_messages(question: str, passages: Sequence[Passage], max_chars: int = DEFAULT_MAX_PROMPT_CHARS,
+                   focus_chars: int = 0) -> Messages:
+    """Chat messages asking ``question`` about ``passages`` (truncated to ``max_chars``;
+    each focused on the question's sentences with ``focus_chars``)."""
+    passage_text = format_passages(passages, max_chars, question, focus_chars)
+    user = USER_TEMPLATE.format(passages=passage_text, question=question.strip())
     return [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": user}]
 
 
 def fit_messages(question: str, passages: Sequence[Passage], max_chars: int, max_tokens: int,
-                 count_tokens: Callable[[Messages], int]) -> Messages:
+                 count_tokens: Callable[[Messages], int], focus_chars: int = 0) -> Messages:
     """The prompt with the passage budget shrunk until ``count_tokens`` says it fits ``max_tokens``."""
     budget = max_chars
     while True:
-        messages = build_messages(question, passages, budget)
+        messages = build_messages(question, passages, budget, focus_chars)
         n_tokens = count_tokens(messages)
         if n_tokens <= max_tokens or budget == 0:
             return messages

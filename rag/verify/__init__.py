@@ -94,8 +94,11 @@ class AnswerCheck:
     def refusal(self, reason: str) -> Verdict:
         return Verdict(text=REFUSAL, citations=(), refused=True, reason=reason)
 
-    def check(self, question: str, raw: str, passages: Sequence[Passage]) -> Verdict:
-        """Verify ``raw`` (the generator's text) as an answer to ``question`` from ``passages``."""
+    def check(self, question: str, raw: str, passages: Sequence[Passage], token_log_probs: Sequence[float] = ()) -> Verdict:
+        """Verify ``raw`` (the generator's text) as an answer to ``question`` from ``passages``.
+
+        ``token_log_probs``: the log-probabilities of the tokens of ``raw``, where the engine reports them.
+        """
         explicit = is_explicit_refusal(raw)
         text, citations, dropped = ("", (), 0.0) if explicit else self._align(question, raw, passages)
         extractive = self._align(question, self._extractive.generate(question, passages), passages)
@@ -105,7 +108,7 @@ class AnswerCheck:
             rescued = bool(citations)
         if not citations:
             return self.refusal("unsupported")
-        signals = features(question, passages, strip_markers(text), citations, extractive[1], explicit, dropped)
+        signals = features(question, passages, strip_markers(text), citations, extractive[1], explicit, dropped, token_log_probs)
         # Two hard constraints, then the score: an answer whose quoted sentence and neighbours
         # share nothing with the question does not answer it, and a question asking for a
         # number, amount or date is not answered without one.

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from typing import Sequence
@@ -45,7 +45,13 @@ FEATURES = (
     "agree",            # the extractive reader picked (nearly) the same sentence
     "explicit_refusal", # the generator said it could not answer (the extractive answer is the candidate)
     "dropped",          # share of the generator's sentences that no passage supports
+    "token_prob",       # the generator's mean token probability (geometric) over its reply
+    "min_token_prob",   # … its least probable token (a guessed name or number)
+    "first_token_prob", # … its first token: where it chose between answering and refusing
 )
+#: Signals that only engines reporting token probabilities give (CTranslate2, transformers);
+#: without them a model uses the mean it saw on tune (``AnswerabilityModel.defaults``).
+TOKEN_SIGNALS = ("token_prob", "min_token_prob", "first_token_prob")
 
 
 @dataclass(frozen=True)
@@ -57,14 +63,17 @@ class AnswerabilityModel:
     threshold: float
     features: tuple[str, ...] = FEATURES
     fitted_on: str = ""
+    #: Values used for a signal the answer lacks (token probabilities from an engine without them).
+    defaults: dict[str, float] = field(default_factory=dict)
 
     def score(self, values: dict[str, float]) -> float:
-        z = self.intercept + sum(w * values.get(name, 0.0) for w, name in zip(self.weights, self.features))
+        z = self.intercept + sum(w * values.get(name, self.defaults.get(name, 0.0)) for w, name in zip(self.weights, self.features))
         return 1.0 / (1.0 + math.exp(-max(-30.0, min(30.0, z))))
 
     def to_dict(self) -> dict:
         return {"version": MODEL_VERSION, "features": list(self.features), "weights": [round(w, 6) for w in self.weights],
-                "intercept": round(self.intercept, 6), "threshold": round(self.threshold, 4), "fitted_on": self.fitted_on}
+                "intercept": round(self.intercept, 6), "threshold": round(self.threshold, 4),
+                "defaults": {k: round(v, 4) for k, v in self.defaults.items()}, "fitted_on": self.fitted_on}
 
 
 def load_model(path: str | Path = "") -> AnswerabilityModel:
@@ -78,10 +87,14 @@ def _load(path: str) -> AnswerabilityModel:
         data = json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as e:
         raise ConfigError(f"cannot read the answerability model {path}: {e}; set answer.model to a file written by rag/verify/fit.py, or leave it empty for the bundled one") from e
-    if data.get("version") != MODEL_VERSION or tuple(data.get("features", ())) != FEATURES:
-        raise ConfigError(f"answerability model {path} was fitted for other features (version {data.get('version')}); refit it with benchmarks/answer_check_fit.py")
+    names = tuple(data.get("features", ()))
+    unknown = [n for n in names if n not in FEATURES]
+    if data.get("version") != MODEL_VERSION or unknown or len(names) != len(data.get("weights", ())):
+        raise ConfigError(f"answerability model {path} was fitted for other signals (version {data.get('version')}"
+                          f"{', unknown: ' + ', '.join(unknown) if unknown else ''}); refit it with benchmarks/answer_check_fit.py")
     return AnswerabilityModel(weights=tuple(float(w) for w in data["weights"]), intercept=float(data["intercept"]),
-                              threshold=float(data["threshold"]), fitted_on=str(data.get("fitted_on", "")))
+                              threshold=float(data["threshold"]), features=names, fitted_on=str(data.get("fitted_on", "")),
+                              defaults={k: float(v) for k, v in data.get("defaults", {}).items()})
 
 
 def _window(passage: Passage, citation: Citation) -> str:
@@ -111,8 +124,13 @@ def _missing_run(text: str, known: set[str]) -> int:
 def features(
     question: str, passages: Sequence[Passage], answer: str, citations: Sequence[Citation],
     extractive: Sequence[Citation] = (), explicit_refusal: bool = False, dropped: float = 0.0,
+    token_log_probs: Sequence[float] = (),
 ) -> dict[str, float]:
-    """The signals of :data:`FEATURES` for a verified ``answer`` (markers removed) and its ``citations``."""
+    """The signals of :data:`FEATURES` for a verified ``answer`` (markers removed) and its ``citations``.
+
+    ``token_log_probs`` are the natural-log probabilities of the tokens the generator
+    picked (empty when its engine does not report them: the token signals are then left out).
+    """
     core = bigrams(question_core(question))
     qb = bigrams(question)
     ab = bigrams(answer)
@@ -134,7 +152,11 @@ def features(
                 agree = 1.0
     if not agree and extractive and own:
         agree = _share(own, set().union(*(bigrams(e.quote) for e in extractive)))
-    return {
+    tokens = {}
+    if token_log_probs:
+        tokens = {"token_prob": math.exp(sum(token_log_probs) / len(token_log_probs)),
+                  "min_token_prob": math.exp(min(token_log_probs)), "first_token_prob": math.exp(token_log_probs[0])}
+    return tokens | {
         "evidence": evidence(question, passages),
         "cited_rank": 1.0 / min((c.marker for c in citations), default=len(passages) or 1),
         "quote_question": _share(core, window_b) if core else 0.0,

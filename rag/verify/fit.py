@@ -22,10 +22,10 @@ import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Collection, Sequence
 
 from rag.verify import HARD_REFUSALS
-from rag.verify.answerability import FEATURES, AnswerabilityModel
+from rag.verify.answerability import FEATURES, TOKEN_SIGNALS, AnswerabilityModel
 
 logger = logging.getLogger(__name__)
 
@@ -103,7 +103,7 @@ def utility(rows: Sequence[Row], answered: Sequence[bool]) -> float:
     return total / len(rows) if rows else 0.0
 
 
-def choose_c(rows: Sequence[Row], folds: int = 5) -> tuple[float, dict[float, float]]:
+def choose_c(rows: Sequence[Row], folds: int = 5, exclude: Collection[str] = ()) -> tuple[float, dict[float, float]]:
     """The regularisation strength with the best cross-validated utility on ``rows`` (folds by position)."""
     cv: dict[float, float] = {}
     for c in C_GRID:
@@ -111,7 +111,7 @@ def choose_c(rows: Sequence[Row], folds: int = 5) -> tuple[float, dict[float, fl
         for k in range(folds):
             train = [r for i, r in enumerate(rows) if i % folds != k]
             held = [r for i, r in enumerate(rows) if i % folds == k]
-            model, _ = fit(train, c)
+            model, _ = fit(train, c, exclude)
             total += _mean_utility(held, [model.score(r.signals) if r.has_candidate else 0.0 for r in held], model.threshold)
         cv[c] = round(total / folds, 4)
     return max(cv, key=lambda c: (cv[c], -c)), cv
@@ -123,26 +123,32 @@ def _mean_utility(rows: Sequence[Row], scores: Sequence[float], threshold: float
                for k in corpora) / len(corpora)
 
 
-def fit(rows: Sequence[Row], c: float = 1.0) -> tuple[AnswerabilityModel, dict[str, Any]]:
-    """The model and threshold fitted on ``rows``, and a summary of the fit per corpus."""
+def fit(rows: Sequence[Row], c: float = 1.0, exclude: Collection[str] = ()) -> tuple[AnswerabilityModel, dict[str, Any]]:
+    """The model and threshold fitted on ``rows`` (without the signals in ``exclude``), and a summary per corpus."""
     from sklearn.linear_model import LogisticRegression
 
     train = [r for r in rows if r.has_candidate]
     corpora = sorted({r.corpus for r in rows})
     size = {k: sum(1 for r in train if r.corpus == k) for k in corpora}
-    x = [[r.signals.get(name, 0.0) for name in FEATURES] for r in train]
+    # Signals no row has (token probabilities from an engine without them) are left out; a
+    # signal some rows lack gets its mean over the rows that have it, as it will when scoring.
+    names = tuple(n for n in FEATURES if n not in exclude and any(n in r.signals for r in train))
+    defaults = {n: sum(r.signals[n] for r in train if n in r.signals) / sum(1 for r in train if n in r.signals)
+                for n in names if not all(n in r.signals for r in train) or n in TOKEN_SIGNALS}
+    x = [[r.signals.get(name, defaults.get(name, 0.0)) for name in names] for r in train]
     y = [int(r.right) for r in train]
     weights = [len(train) / (len(corpora) * size[r.corpus]) for r in train]
     clf = LogisticRegression(C=c, max_iter=1000)
     clf.fit(x, y, sample_weight=weights)
-    model = AnswerabilityModel(weights=tuple(float(w) for w in clf.coef_[0]), intercept=float(clf.intercept_[0]), threshold=0.5)
+    model = AnswerabilityModel(weights=tuple(float(w) for w in clf.coef_[0]), intercept=float(clf.intercept_[0]), threshold=0.5,
+                               features=names, defaults=defaults)
     scores = [model.score(r.signals) if r.has_candidate else 0.0 for r in rows]
     best = (-1e9, 0.5)
     for t in sorted({round(s, 3) for s in scores} | {0.0}):
         u = _mean_utility(rows, scores, t)
         if u > best[0] + 1e-12:
             best = (u, t)
-    model = AnswerabilityModel(weights=model.weights, intercept=model.intercept, threshold=best[1])
+    model = AnswerabilityModel(weights=model.weights, intercept=model.intercept, threshold=best[1], features=names, defaults=defaults)
     summary = {k: _summary([r for r in rows if r.corpus == k], [s for r, s in zip(rows, scores) if r.corpus == k], best[1]) for k in corpora}
     return model, {"threshold": best[1], "utility": round(best[0], 4), "corpora": summary}
 
@@ -175,5 +181,5 @@ def fit_min_evidence(rows: Sequence[Row]) -> float:
 
 
 def write_model(model: AnswerabilityModel, path: str | Path, fitted_on: str) -> None:
-    data = AnswerabilityModel(model.weights, model.intercept, model.threshold, fitted_on=fitted_on).to_dict()
+    data = AnswerabilityModel(model.weights, model.intercept, model.threshold, model.features, fitted_on, model.defaults).to_dict()
     Path(path).write_text(json.dumps(data, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
