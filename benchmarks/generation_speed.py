@@ -45,8 +45,12 @@ class Variant:
     """A way to run the generator: ``stream(messages)`` yields text pieces."""
 
     def __init__(self, name: str, make: Callable[[], Callable[[list[dict]], Iterator[str]]], max_prompt_chars: int = DEFAULT_MAX_PROMPT_CHARS,
-                 top_k: int = 5, threads: int | None = None) -> None:
+                 top_k: int = 5, threads: int | None = None, focus: int = 0) -> None:
         self.name, self.make, self.max_prompt_chars, self.top_k, self.threads = name, make, max_prompt_chars, top_k, threads
+        self.focus = focus  # generation.prompt_focus: characters of each passage shown (0: all)
+
+    def messages(self, question: str, passages: list) -> list[dict]:
+        return build_messages(question, passages[: self.top_k], self.max_prompt_chars, self.focus)
 
 
 def _threads(n: int | None) -> None:
@@ -177,7 +181,10 @@ def variants(cores: int) -> list[Variant]:
         Variant("ctranslate2 int8", ct2_int8 := ct2("int8")),
         Variant("ctranslate2 int8 prompt 1000 chars", ct2_int8, max_prompt_chars=1000),
         Variant("ctranslate2 int8 top 3 passages", ct2_int8, top_k=3),
-        Variant("ctranslate2 int8 1.5B top 3 passages", ct2("int8", model=GENERATOR_1_5B), top_k=3),
+        Variant("ctranslate2 int8 top 3 passages, focus 150", ct2_int8, top_k=3, focus=150),
+        Variant("ctranslate2 int8 top 5 passages, focus 120", ct2_int8, top_k=5, focus=120),
+        Variant("ctranslate2 int8 1.5B top 3 passages", ct2_15 := ct2("int8", model=GENERATOR_1_5B), top_k=3),
+        Variant("ctranslate2 int8 1.5B top 3 passages, focus 150", ct2_15, top_k=3, focus=150),
         # CTranslate2 4.8 refused int8_bfloat16 and bfloat16 on an AVX512-BF16 CPU without AMX ("not efficient"): an error row there.
         Variant("ctranslate2 int8_bfloat16", ct2("int8_bfloat16")),
         Variant("onnxruntime-genai int4 (acc. level 4)", ort_genai("int4")),
@@ -247,7 +254,7 @@ def main() -> None:
                 if key not in loaded:
                     loaded[key] = variant.make()
                 streams[variant.name] = loaded[key]
-            warm = build_messages(questions[0]["question"], passages[0][: variant.top_k], variant.max_prompt_chars)
+            warm = variant.messages(questions[0]["question"], passages[0])
             with Timer() as t_warm:
                 run_one(streams[variant.name], warm, tokenizer)  # first call: lazy init, compilation
             rows[variant.name] = {"variant": variant.name, "load_s": round(t_load.s, 1), "warm_s": round(t_warm.s, 1)}
@@ -262,7 +269,7 @@ def main() -> None:
             if variant.name not in streams:
                 continue
             _threads(variant.threads or cores)
-            r = run_one(streams[variant.name], build_messages(q["question"], ps[: variant.top_k], variant.max_prompt_chars), tokenizer)
+            r = run_one(streams[variant.name], variant.messages(q["question"], ps), tokenizer)
             r["correct"] = m.answer_accuracy(m.short_answer(r["text"]), q["answers"])
             runs[variant.name].append(r)
         print(f"question {i + 1}/{len(questions)}: " + ", ".join(f"{n}: {runs[n][-1]['total_ms'] / 1000:.1f}s" for n in runs), flush=True)

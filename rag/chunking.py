@@ -97,23 +97,75 @@ def chunk_documents(
     subject at the start, and later chunks rarely repeat it. A document read
     into located spans (pages, sections, table rows) is chunked span by span,
     so no chunk crosses a page or section and each carries its span's
-    location; a table row also gets its table's header line as context.
+    location. A table that fits ``max_chars`` is one chunk; a longer one is cut
+    into groups of whole rows (see `table_pieces`). Chunk ids number the
+    chunks of a document in order, so an unchanged document keeps its ids.
     """
     chunks: list[Chunk] = []
     for doc in documents:
-        spans = doc.spans or ((0, len(doc.text), {}),)
-        headers: dict[object, str] = {}
         n = 0
-        for span_start, span_end, location in spans:
-            extra = ""
-            if "table" in location:
-                header = headers.setdefault(location["table"], doc.text[span_start:span_end].split("\n", 1)[0])
-                extra = header if location.get("row", 1) > 1 else ""
-            for s, e in chunk_text(doc.text[span_start:span_end], max_chars, overlap_sentences):
-                s, e = s + span_start, e + span_start
-                context = doc.text[: min(context_chars, s)].strip()
-                context = f"{context}\n{extra}" if context and extra else context or extra
+        for start, end, location, header, opening_end in _pieces(doc, max_chars):
+            for s, e in chunk_text(doc.text[start:end], max_chars, overlap_sentences):
+                s, e = s + start, e + start
+                context = doc.text[: min(context_chars, s, opening_end)].strip()
+                context = f"{context}\n{header}" if context and header else context or header
                 chunks.append(Chunk(id=f"{doc.id}#{n}", doc_id=doc.id, text=doc.text[s:e], start=s, end=e,
                                     title=doc.title, context=context, location=dict(location)))
                 n += 1
     return chunks
+
+
+def _pieces(doc: Document, max_chars: int) -> Iterator[tuple[int, int, dict, str, int]]:
+    """``(start, end, location, header, opening_end)`` regions to chunk: located spans, each table's rows grouped.
+
+    ``opening_end`` bounds the document opening used as context: a group of
+    rows takes none of its own table (a cut row), only the header lines.
+    """
+    spans = list(doc.spans or ((0, len(doc.text), {}),))
+    i = 0
+    while i < len(spans):
+        start, end, location = spans[i]
+        if "table" not in location:
+            yield start, end, location, "", end
+            i += 1
+            continue
+        j = i + 1
+        while j < len(spans) and _same_table(spans[j][2], location):
+            j += 1
+        for piece in table_pieces(doc.text, spans[i:j], max_chars):
+            yield *piece, start if piece[3] else piece[1]
+        i = j
+
+
+def _table_key(location: dict) -> dict:
+    return {k: v for k, v in location.items() if k not in ("row", "rows")}
+
+
+def _same_table(a: dict, b: dict) -> bool:
+    return "table" in a and _table_key(a) == _table_key(b)
+
+
+def table_pieces(text: str, rows: list[tuple[int, int, dict]], max_chars: int) -> list[tuple[int, int, dict, str]]:
+    """Group one table's row spans into pieces of whole rows within ``max_chars``.
+
+    The first row's span starts with the table's header and ``| --- |`` lines.
+    A table that fits is one piece; otherwise each later piece gets those two
+    lines as its ``header`` (they become the chunk's context, counted in the
+    budget) because a row without its column names means little. A piece's
+    location names its first ``row`` and, when it holds more, ``rows``
+    ``[first, last]``. A single row over the budget is one piece, cut later.
+    """
+    head = "\n".join(text[rows[0][0]:rows[0][1]].split("\n")[:2]) if rows[0][2].get("row", 1) == 1 else ""
+    base = _table_key(rows[0][2])
+    pieces = []
+    i = 0
+    while i < len(rows):
+        budget = max_chars if i == 0 else max(max_chars - len(head) - 1, max_chars // 2)
+        j = i
+        while j + 1 < len(rows) and rows[j + 1][1] - rows[i][0] <= budget:
+            j += 1
+        first, last = rows[i][2].get("row", i + 1), rows[j][2].get("row", j + 1)
+        location = {**base, "row": first, **({"rows": [first, last]} if last != first else {})}
+        pieces.append((rows[i][0], rows[j][1], location, head if i > 0 else ""))
+        i = j + 1
+    return pieces

@@ -42,7 +42,8 @@ class Chunk:
 
     ``location`` says where in the source file the chunk lies: ``page``
     (1-based, PDF), ``section`` (heading path, a list of headings), ``table``
-    and ``row`` (1-based); empty when the reader knows nothing finer than the file.
+    and ``row`` (1-based; a chunk of several rows names its first, and
+    ``rows`` ``[first, last]``); empty when the reader knows nothing finer than the file.
     """
 
     id: str
@@ -68,7 +69,9 @@ def describe_location(location: dict) -> str:
     if location.get("section"):
         parts.append(" › ".join(location["section"]))
     if location.get("table"):
-        parts.append(f"表{location['table']}" + (f" 第{location['row']}行" if location.get("row") else ""))
+        rows = location.get("rows")
+        row = f" 第{rows[0]}–{rows[-1]}行" if rows else f" 第{location['row']}行" if location.get("row") else ""
+        parts.append(f"表{location['table']}{row}")
     return " · ".join(parts)
 
 

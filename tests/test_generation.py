@@ -69,6 +69,17 @@ def test_prompt_focus_keeps_the_question_sentence_and_its_neighbours():
     assert "[1] 《青禾》 …" in messages[1]["content"] and "公交站" not in messages[1]["content"]
 
 
+def test_a_table_row_group_is_shown_with_its_header_row():
+    from rag.records import Chunk
+
+    header = "| 项目 | 金额 |\n| --- | --- |"
+    rows = "| 图书 | 3万元 |\n| 设备 | 5万元 |"
+    chunk = Chunk("c1", "doc-001", rows, 100, 100 + len(rows), "预算", context=f"二、预算安排\n{header}",
+                  location={"table": 1, "row": 13, "rows": [13, 14]})
+    user = build_messages("设备的金额是多少？", [Passage(chunk, score=1.0)])[1]["content"]
+    assert f"{header}\n{rows}" in user  # rows stay on their lines, under the header
+
+
 # --- extractive -----------------------------------------------------------------
 
 

@@ -174,10 +174,14 @@ def test_docx_headings_paragraphs_and_table_rows(tmp_path) -> None:
     ]
     assert "|项目|金额|\n| --- | --- |\n|图书采购|三十万元|\n|读者活动经费|五万元|" in doc.text  # one Markdown table
     chunks = chunk_documents([doc], max_chars=200)
-    row = next(c for c in chunks if "读者活动经费" in c.text)
-    assert row.text == "|读者活动经费|五万元|" and row.location == {"section": budget, "table": 1, "row": 2}
-    assert row.context.endswith("|项目|金额|")  # the header travels with the row for retrieval
+    [table] = [c for c in chunks if "table" in c.location]  # a table that fits the budget is one chunk
+    assert table.text == "|项目|金额|\n| --- | --- |\n|图书采购|三十万元|\n|读者活动经费|五万元|"
+    assert table.location == {"section": budget, "table": 1, "row": 1, "rows": [1, 2]}
     assert all("开放" not in c.text or c.location["section"][-1] == "开放时间" for c in chunks)
+    small = chunk_documents([doc], max_chars=40)  # over budget: whole rows, the header as each later row's context
+    rows = [c for c in small if "table" in c.location]
+    assert [c.location["row"] for c in rows] == [1, 2]
+    assert rows[1].text == "|读者活动经费|五万元|" and rows[1].context.endswith("|项目|金额|\n| --- | --- |")
 
 
 def test_html_main_text_and_headings(tmp_path) -> None:
@@ -261,7 +265,7 @@ def test_cli_ask_and_search_json_carry_locations(tmp_path, fake_config, fake_emb
     assert result.exit_code == 0, result.output
     top = json.loads(result.output)[0]
     assert top["doc_id"] == "plan" and "读者活动经费" in top["text"]
-    assert top["location"] == {"section": ["社区图书馆年度报告", "预算安排"], "table": 1, "row": 2}
+    assert top["location"] == {"section": ["社区图书馆年度报告", "预算安排"], "table": 1, "row": 1, "rows": [1, 2]}
 
 
 def test_ui_sources_show_page_and_section() -> None:
@@ -283,3 +287,58 @@ def test_damaged_file_is_a_clear_corpus_error(tmp_path, suffix) -> None:
     path.write_bytes(b"not really a " + suffix.encode() + b" file" * 20)
     with pytest.raises(CorpusError, match="broken"):
         load_documents([path])
+
+
+def _big_table_docx(path: Path, rows: int = 60, cell: str = "") -> Path:
+    docx = pytest.importorskip("docx")
+    d = docx.Document()
+    d.add_heading("分馆藏书统计", level=1)
+    d.add_paragraph("下表列出各分馆的藏书和读者数量。")
+    table = d.add_table(rows=rows + 1, cols=3)
+    for c, value in enumerate(("分馆", "藏书（册）", "年读者（人次）")):
+        table.cell(0, c).text = value
+    for r in range(1, rows + 1):
+        for c, value in enumerate((f"第{r}分馆{cell}", str(1000 + 37 * r), str(5000 + 11 * r))):
+            table.cell(r, c).text = value
+    d.add_paragraph("统计截至年底。")
+    d.save(str(path))
+    return path
+
+
+def test_long_docx_table_is_cut_into_row_groups_that_carry_the_header(tmp_path) -> None:
+    [doc] = load_documents([_big_table_docx(tmp_path / "branches.docx")])
+    header = "|分馆|藏书（册）|年读者（人次）|\n| --- | --- | --- |"
+    assert doc.text.count(header) == 1  # the document itself holds the table once
+    chunks = chunk_documents([doc], max_chars=300, overlap_sentences=1)
+    table = [c for c in chunks if "table" in c.location]
+    assert len(table) > 3 and all(len(c.text) <= 300 for c in table)
+    assert table[0].text.startswith(header) and table[0].location["row"] == 1
+    rows_seen = []
+    for c in table:
+        assert doc.text[c.start:c.end] == c.text
+        first, last = c.location["rows"]
+        assert c.location == {"section": ["分馆藏书统计"], "table": 1, "row": first, "rows": [first, last]}
+        lines = c.text.split("\n")[2:] if first == 1 else c.text.split("\n")
+        assert [line.split("|")[1] for line in lines] == [f"第{r}分馆" for r in range(first, last + 1)]  # whole rows
+        rows_seen.extend(range(first, last + 1))
+        if first > 1:  # every later group repeats the header, in its context, within the budget
+            assert c.context.endswith(header) and header not in c.text
+            assert "分馆|" not in c.context.replace(header, "")  # no stray row of the table before the header
+            assert len(header) + 1 + len(c.text) <= 300
+            assert c.with_context.endswith(f"{header}\n{c.text}")  # reads as a Markdown table
+    assert rows_seen == list(range(1, 61))  # each row exactly once, in order
+    row_37 = next(c for c in table if "|第37分馆|" in c.text)
+    assert row_37.location["row"] <= 37 <= row_37.location["rows"][1]
+    assert [c.id for c in chunks] == [f"branches#{n}" for n in range(len(chunks))]
+    assert chunk_documents([doc], max_chars=300) == chunks  # same document, same chunks and ids
+    fits = chunk_documents([doc], max_chars=5000)  # within budget: one chunk holding the whole table
+    assert [c.location.get("rows") for c in fits if "table" in c.location] == [[1, 60]]
+
+
+def test_table_row_over_the_budget_is_cut_with_its_location(tmp_path) -> None:
+    [doc] = load_documents([_big_table_docx(tmp_path / "wide.docx", rows=3, cell="，备注" * 40)])
+    chunks = [c for c in chunk_documents([doc], max_chars=100) if "table" in c.location]
+    assert all(len(c.text) <= 100 for c in chunks)
+    assert sorted({c.location["row"] for c in chunks}) == [1, 2, 3]
+    assert all("rows" not in c.location for c in chunks)
+    assert all(c.context.endswith("| --- | --- | --- |") for c in chunks if c.location["row"] > 1)

@@ -157,6 +157,17 @@ def test_token_signals_come_from_the_generators_log_probs_and_default_to_their_t
     assert "token_prob" not in fit(rows, exclude=["token_prob"])[0].features
 
 
+def test_subject_exact_tells_a_swapped_name_from_the_one_asked_about() -> None:
+    # Invented: the passage names 青禾志愿者协会, not 青禾公益基金会, though most bigrams are shared.
+    other = passage(1, "青禾志愿者协会的秘书长是王明。协会成立于2015年。", "青禾志愿者协会")
+    quote = "青禾志愿者协会的秘书长是王明。"
+    cite = [Citation(marker=1, doc_id="doc-001", chunk_id="c1", quote=quote, start=0, end=len(quote))]
+    swapped = features("青禾公益基金会的秘书长是谁？", [other], "王明", cite)
+    asked = features("青禾志愿者协会的秘书长是谁？", [other], "王明", cite)
+    assert asked["subject_exact"] == 1.0
+    assert swapped["subject_exact"] == pytest.approx(2 / 7)  # only "青禾" is written out whole
+
+
 def test_utility_counts_wrong_answers_below_refusals() -> None:
     rows = [Row("a", True, True, False, {}), Row("a", False, True, False, {})]
     assert utility(rows, [True, True]) == -0.5

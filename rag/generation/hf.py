@@ -101,8 +101,11 @@ class _TransformersGenerator(Generator):
                 if log_probs is None:
                     self._run(inputs, streamer=streamer, stopping_criteria=[_Cancelled()])
                 else:
-                    out = self._run(inputs, streamer=streamer, stopping_criteria=[_Cancelled()],
-                                    output_scores=True, return_dict_in_generate=True)
+                    # In the generation config, not as keyword arguments: transformers then rebuilds
+                    # the config from the checkpoint's defaults (sampling, for Qwen).
+                    config = copy.deepcopy(self._generation_config)
+                    config.update(output_scores=True, return_dict_in_generate=True)
+                    out = self._run(inputs, streamer=streamer, stopping_criteria=[_Cancelled()], generation_config=config)
                     log_probs.extend(self._log_probs(inputs, out))
             except BaseException as e:  # re-raised in the consuming thread below
                 errors.append(e)
@@ -143,7 +146,8 @@ class _TransformersGenerator(Generator):
         import torch
 
         with torch.inference_mode():
-            return self.model.generate(**inputs, generation_config=self._generation_config, **kwargs)
+            kwargs.setdefault("generation_config", self._generation_config)
+            return self.model.generate(**inputs, **kwargs)
 
     def _prompt_length(self, inputs: dict[str, Any]) -> int:
         return 0

@@ -70,7 +70,9 @@ def format_passages(passages: Sequence[Passage], max_chars: int = DEFAULT_MAX_PR
     lines: list[str] = []
     left = max_chars
     for number, passage in enumerate(passages, start=1):
-        text = " ".join(passage.text.split())
+        # A table's later row groups carry its header row in their context: show it with them.
+        text = passage.chunk.with_context if "table" in passage.location else passage.text
+        text = " ".join(text.split()) if "table" not in passage.location else text.strip()
         if focus_chars:
             text = focus(question, text, focus_chars)
         if len(text) > left:

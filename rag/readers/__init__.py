@@ -16,6 +16,7 @@ from pathlib import Path
 
 from rag.errors import CorpusError
 from rag.readers.base import Block
+from rag.readers.checks import check_file
 
 __all__ = ["Block", "READERS", "read_blocks"]
 
@@ -37,6 +38,7 @@ def read_blocks(path: Path) -> list[Block]:
     name = READERS.get(path.suffix.lower())
     if name is None:
         raise CorpusError(f"{path}: no reader for {path.suffix or '(none)'} files")
+    check_file(path)  # a mislabelled file or a zip bomb is refused before any parser sees it
     try:
         module = importlib.import_module(f"rag.readers.{name}")
         return module.read(path)

@@ -63,8 +63,9 @@ def _cell(text: str) -> str:
 def table_blocks(rows: list[list[str]], table_no: int, headings: list[str]) -> list[Block]:
     """A table as Markdown rows, one block per data row (the header goes with row 1).
 
-    One block per row keeps a chunk to one row, so a citation names its row;
-    the chunker gives each row the header line as retrieval context.
+    A block per row lets the chunker cut a long table between rows only: it
+    keeps a table that fits one chunk whole, and groups a longer one's rows,
+    giving each later group the header lines as context (`rag.chunking.table_pieces`).
     """
     rows = [[_cell(c) for c in row] for row in rows if any(c.strip() for c in row)]
     if not rows:

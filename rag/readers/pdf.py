@@ -24,13 +24,27 @@ _SENTENCE_END = re.compile(r"[。！？；：…」』”）)!?.:;]$")
 _HAS_CJK = re.compile(r"[\u3400-\u9fff\u2e80-\u2fdf\u3000-\u303f\uff00-\uffef]")
 
 
+MAX_PAGES = 2000  # a longer file is refused: OCR alone could take hours, and it is rarely one document
+OCR_INSTALL = 'pip install -e ".[docs]"'
+
+
 def read(path: Path) -> list[Block]:
     from pypdf import PdfReader
     from pypdf.errors import PdfReadError
 
     try:
         reader = PdfReader(str(path))
-        pages = [_page_lines(page, path, n) for n, page in enumerate(reader.pages, start=1)]
+        _unlock(reader, path)
+        count = len(reader.pages)
+        if count > MAX_PAGES:
+            raise CorpusError(f"{path}: the PDF has {count:,} pages, over the limit of {MAX_PAGES:,}; "
+                              "split it into smaller files (e.g. by chapter) and add those")
+        pages, unread = [], []
+        for n, page in enumerate(reader.pages, start=1):
+            lines, needs_ocr = _page_lines(page, path, n)
+            pages.append(lines)
+            if needs_ocr:
+                unread.append(n)
     except (PdfReadError, ValueError, KeyError) as e:
         raise CorpusError(f"{path}: unreadable PDF ({e})") from e
     pages = drop_running_lines(pages)
@@ -39,17 +53,60 @@ def read(path: Path) -> list[Block]:
         text = join_lines(lines)
         if text:
             blocks.append(Block(text, {"page": n}))
+    if unread:
+        _report_unread(path, unread, count, has_text=bool(blocks))
     return blocks
 
 
-def _page_lines(page, path: Path, number: int) -> list[str]:
+def _unlock(reader, path: Path) -> None:
+    """Open a PDF that is encrypted with an empty user password; refuse one that needs a password."""
+    if not reader.is_encrypted:
+        return
+    from pypdf.errors import DependencyError
+
+    try:
+        opened = reader.decrypt("")  # "owner password only" files open without one
+    except DependencyError as e:  # AES needs the cryptography package
+        raise CorpusError(f"{path}: the PDF is encrypted and decrypting it needs the cryptography package ({e}); "
+                          "pip install cryptography, or remove the encryption and add the file again") from e
+    if not opened:
+        raise CorpusError(f"{path}: the PDF is encrypted (password-protected); remove the password "
+                          "(open it with the password and save or print an unprotected copy, "
+                          "or run qpdf --decrypt --password=... in.pdf out.pdf) and add that copy")
+    logger.info("%s is encrypted without a user password; read it as is", path)
+
+
+def _report_unread(path: Path, unread: list[int], count: int, has_text: bool) -> None:
+    """Scanned pages skipped because OCR is missing: an error when nothing else was read, else a warning."""
+    shown = ", ".join(map(str, unread[:20])) + (" ..." if len(unread) > 20 else "")
+    if not has_text:
+        raise CorpusError(f"{path}: no page has a text layer ({len(unread)} of {count} pages are scanned images) "
+                          f"and OCR (rapidocr-onnxruntime) is not installed; install it with {OCR_INSTALL}, "
+                          "or give a PDF with a text layer")
+    logger.warning("%s: pages %s have no text layer and were skipped because OCR (rapidocr-onnxruntime) is not "
+                   "installed; install it with %s to read them", path, shown, OCR_INSTALL)
+
+
+def _page_lines(page, path: Path, number: int) -> tuple[list[str], bool]:
+    """The page's lines, and whether it needed OCR that is not installed."""
     text = page.extract_text() or ""
+    lines = [line.strip() for line in text.splitlines()]
     if len("".join(text.split())) >= MIN_TEXT_CHARS:
-        return [line.strip() for line in text.splitlines()]
-    lines = ocr_page(page)
-    if lines:
-        logger.info("%s page %d has no text layer; read %d lines by OCR", path, number, len(lines))
-    return lines or [line.strip() for line in text.splitlines()]
+        return lines, False
+    engine = _ocr_engine()
+    if engine is None:
+        return lines, _has_images(page)  # a blank page lost nothing
+    ocr = ocr_page(page, engine)
+    if ocr:
+        logger.info("%s page %d has no text layer; read %d lines by OCR", path, number, len(ocr))
+    return ocr or lines, False
+
+
+def _has_images(page) -> bool:
+    try:
+        return len(page.images) > 0
+    except Exception:  # noqa: BLE001 - a broken image dictionary: report the page as unread
+        return True
 
 
 @functools.lru_cache(maxsize=1)
@@ -61,11 +118,10 @@ def _ocr_engine():
     return RapidOCR()
 
 
-def ocr_page(page) -> list[str]:
+def ocr_page(page, engine=None) -> list[str]:
     """Text lines of a page's embedded images, top to bottom; [] without OCR or images."""
-    engine = _ocr_engine()
+    engine = engine if engine is not None else _ocr_engine()
     if engine is None:
-        logger.warning("a PDF page has no text layer and rapidocr-onnxruntime is not installed; the page is skipped")
         return []
     import numpy as np
 

@@ -36,6 +36,7 @@ FEATURES = (
     "quote_subject",    # share of the question subject's bigrams there (or in the title and opening of its article)
     "asked_cover",      # share there of what is asked: the question without its subject and the passage title
     "missing_run",      # longest run of the question's words absent from the cited passages (a name they never mention)
+    "subject_exact",    # longest part of the question's subject written out whole in the cited passages, as a share of it
     "align",            # share of the answer's own words (those not in the question) found in the quote
     "answer_new",       # share of the answer's bigrams that are not the question's
     "answer_len",       # length of what the answer adds, log-scaled to [0, 1]
@@ -121,6 +122,17 @@ def _missing_run(text: str, known: set[str]) -> int:
     return best
 
 
+def _longest_common(text: str, other: str) -> int:
+    """Length of the longest substring of ``text`` that occurs in ``other``."""
+    best = 0
+    for i in range(len(text)):
+        j = i + best + 1
+        while j <= len(text) and text[i:j] in other:
+            best = j - i
+            j += 1
+    return best
+
+
 def features(
     question: str, passages: Sequence[Passage], answer: str, citations: Sequence[Citation],
     extractive: Sequence[Citation] = (), explicit_refusal: bool = False, dropped: float = 0.0,
@@ -135,13 +147,15 @@ def features(
     qb = bigrams(question)
     ab = bigrams(answer)
     own = ab - qb
-    subject = bigrams(subject_of(question))
+    subject_text = subject_of(question)
+    subject = bigrams(subject_text)
     pairs = [(passages[c.marker - 1], c) for c in citations if 0 < c.marker <= len(passages)]
     cited = [p for p, _ in pairs]
     windows = [_window(p, c) for p, c in pairs]
     window_b = set().union(*(bigrams(w) for w in windows))
     quote_b = set().union(*(bigrams(c.quote) for c in citations))
     known = set().union(*(bigrams(p.chunk.with_context) | bigrams(p.title) for p in cited))
+    cited_text = content(" ".join(f"{p.title} {p.chunk.with_context}" for p in cited))
     asked = core - subject - set().union(*(bigrams(p.title) for p in cited))
     kind = expected_type(question)
     new_chars = len(content("".join(ch for ch in answer if ch not in question)))
@@ -164,6 +178,8 @@ def features(
         "quote_subject": _share(subject, window_b | set().union(*(bigrams(f"{p.title} {p.chunk.context}") for p in cited))) if subject else 1.0,
         "asked_cover": _share(asked, window_b),
         "missing_run": min(1.0, _missing_run(question_core(question), known) / 6),
+        # "中国慈善联合会" is not "中国网络社会组织联合会": bigram shares miss a swapped name, this does not.
+        "subject_exact": _longest_common(content(subject_text), cited_text) / len(content(subject_text)) if content(subject_text) else 1.0,
         "align": _share(own, quote_b) if own else 0.0,
         "answer_new": len(own) / len(ab) if ab else 0.0,
         "answer_len": min(1.0, math.log1p(new_chars) / math.log1p(60)),

@@ -86,9 +86,12 @@ def replay_rows(run_dir: str | Path, corpus: str, rag: Any = None) -> list[Row]:
             if [p.chunk_id for p in passages] != item.get("context", [p.chunk_id for p in passages]):
                 raise ValueError(f"{run_dir}: question {item['id']} retrieves other passages than the run did; replay needs the same index and settings")
             verdict = check.check(question, item.get("raw", ""), passages)
+            # Token probabilities come from the generator, which replay does not run: kept from the run.
+            stored = item.get("signals") or {}
+            signals = dict(verdict.signals) | ({k: stored[k] for k in TOKEN_SIGNALS if k in stored} if verdict.signals else {})
             rows.append(Row(corpus=corpus, answerable=bool(item["answerable"]),
                             has_candidate=_scorable(verdict.candidate, verdict.reason),
-                            right=m.candidate_correct(verdict.candidate, item["gold_answers"]), signals=dict(verdict.signals)))
+                            right=m.candidate_correct(verdict.candidate, item["gold_answers"]), signals=signals))
     return rows
 
 
