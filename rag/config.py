@@ -131,6 +131,9 @@ class GenerationConfig:
     # of the question's words, with their neighbours (0: the whole passage). A shorter
     # prompt is a faster first token; the answer check still reads whole passages.
     prompt_focus: int = 0
+    # The answer instruction (rag/generation/prompt.py SYSTEM_PROMPTS): "short" (answer briefly)
+    # or "quote" (answer in the passage's own words).
+    prompt_style: str = "short"
     # Prompt lookup decoding: draft tokens per step copied from the passages, which
     # the model checks in one pass (0: off). Still greedy; about 1.5x faster answers
     # with transformers. The llamacpp and ctranslate2 engines decode without it.

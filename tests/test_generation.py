@@ -69,6 +69,14 @@ def test_prompt_focus_keeps_the_question_sentence_and_its_neighbours():
     assert "[1] 《青禾》 …" in messages[1]["content"] and "公交站" not in messages[1]["content"]
 
 
+def test_prompt_style_picks_the_instruction_and_rejects_unknown_styles(passages):
+    quote = build_messages("腾讯基金会计划出资多少？", passages, style="quote")[0]["content"]
+    short = build_messages("腾讯基金会计划出资多少？", passages)[0]["content"]
+    assert "原话" in quote and "原话" not in short and REFUSAL in quote
+    with pytest.raises(ConfigError, match="prompt_style"):
+        build_generator("extractive", prompt_style="verbatim")
+
+
 def test_a_table_row_group_is_shown_with_its_header_row():
     from rag.records import Chunk
 

@@ -14,6 +14,7 @@ from typing import Any
 from rag.errors import ConfigError
 from rag.generation.prompt import (
     DEFAULT_MAX_PROMPT_CHARS,
+    SYSTEM_PROMPTS,
     Messages,
     build_messages,
     check_prompt_tokens,
@@ -36,12 +37,15 @@ class Generator(ABC):
     token_log_probs = False
 
     def __init__(self, max_prompt_chars: int = DEFAULT_MAX_PROMPT_CHARS, prompt_passages: int | None = None,
-                 prompt_focus: int = 0) -> None:
+                 prompt_focus: int = 0, prompt_style: str = "short") -> None:
+        if prompt_style not in SYSTEM_PROMPTS:
+            raise ConfigError(f"unknown generation.prompt_style {prompt_style!r}; choose one of: {', '.join(SYSTEM_PROMPTS)}")
         self.max_prompt_chars = max_prompt_chars
         #: Passages shown to the model, in rank order (None: all it is given).
         self.prompt_passages = prompt_passages
         #: Characters of each passage shown: the sentences that matter to the question (0: all).
         self.prompt_focus = prompt_focus
+        self.prompt_style = prompt_style
 
     def generate(self, question: str, passages: Sequence[Passage]) -> str:
         """Answer ``question`` from ``passages``, citing them as ``[n]``."""
@@ -60,7 +64,7 @@ class Generator(ABC):
             yield from self.stream_complete(messages)
 
     def messages(self, question: str, passages: Sequence[Passage]) -> Messages:
-        return build_messages(question, passages[: self.prompt_passages], self.max_prompt_chars, self.prompt_focus)
+        return build_messages(question, passages[: self.prompt_passages], self.max_prompt_chars, self.prompt_focus, self.prompt_style)
 
     @abstractmethod
     def complete(self, messages: Messages) -> str:
@@ -81,7 +85,7 @@ class FittedPromptGenerator(Generator):
 
     def messages(self, question: str, passages: Any) -> Messages:
         return fit_messages(question, passages[: self.prompt_passages], self.max_prompt_chars, self.max_input_tokens,
-                            lambda messages: len(self._encode(messages)), self.prompt_focus)
+                            lambda messages: len(self._encode(messages)), self.prompt_focus, self.prompt_style)
 
     def complete(self, messages: Messages) -> str:
         return "".join(self.stream_complete(messages)).strip()

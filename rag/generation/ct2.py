@@ -54,8 +54,9 @@ class CTranslate2Generator(FittedPromptGenerator):
         threads: int | None = None,
         prompt_passages: int | None = None,
         prompt_focus: int = 0,
+        prompt_style: str = "short",
     ) -> None:
-        super().__init__(max_prompt_chars, prompt_passages, prompt_focus)
+        super().__init__(max_prompt_chars, prompt_passages, prompt_focus, prompt_style)
         from rag.provision.ct2 import ensure_ct2_model
         from rag.provision.gguf import resolve_generator_model
 

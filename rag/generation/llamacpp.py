@@ -56,8 +56,9 @@ class LlamaCppGenerator(FittedPromptGenerator):
         threads: int | None = None,
         prompt_passages: int | None = None,
         prompt_focus: int = 0,
+        prompt_style: str = "short",
     ) -> None:
-        super().__init__(max_prompt_chars, prompt_passages, prompt_focus)
+        super().__init__(max_prompt_chars, prompt_passages, prompt_focus, prompt_style)
         self.model_name = model
         self.max_new_tokens = max_new_tokens
         try:

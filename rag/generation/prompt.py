@@ -18,6 +18,13 @@ REFUSAL = "根据现有资料无法回答这个问题。"
 # tended to copy the passages out instead of answering.
 INSTRUCTION = f"只根据资料简短回答，不要复述整段资料；每句话后用[编号]标注出处，例如“……[1]。”；资料中没有答案时回答：{REFUSAL}"
 SYSTEM_PROMPT = "你是“问源”，一个严谨的中文问答助手。你只使用用户给出的资料回答问题，不编造资料以外的内容。" + INSTRUCTION
+# "quote": answer in the passage's own words, which the answer check can align exactly.
+QUOTE_INSTRUCTION = f"用资料中的原话简短回答，不要改写，不要复述整段资料；每句话后用[编号]标注出处，例如“……[1]。”；资料中没有答案时回答：{REFUSAL}"
+#: System prompts by ``generation.prompt_style``.
+SYSTEM_PROMPTS = {
+    "short": SYSTEM_PROMPT,
+    "quote": "你是“问源”，一个严谨的中文问答助手。你只使用用户给出的资料回答问题，不编造资料以外的内容。" + QUOTE_INSTRUCTION,
+}
 USER_TEMPLATE = "资料：\n{passages}\n\n问题：{question}"
 DEFAULT_MAX_PROMPT_CHARS = 1500
 _MIN_PASSAGE_CHARS = 30  # a passage cut shorter than this is dropped, not shown
@@ -86,20 +93,20 @@ def format_passages(passages: Sequence[Passage], max_chars: int = DEFAULT_MAX_PR
 
 
 def build_messages(question: str, passages: Sequence[Passage], max_chars: int = DEFAULT_MAX_PROMPT_CHARS,
-                   focus_chars: int = 0) -> Messages:
+                   focus_chars: int = 0, style: str = "short") -> Messages:
     """Chat messages asking ``question`` about ``passages`` (truncated to ``max_chars``;
-    each focused on the question's sentences with ``focus_chars``)."""
+    each focused on the question's sentences with ``focus_chars``), in ``style`` (:data:`SYSTEM_PROMPTS`)."""
     passage_text = format_passages(passages, max_chars, question, focus_chars)
     user = USER_TEMPLATE.format(passages=passage_text, question=question.strip())
-    return [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": user}]
+    return [{"role": "system", "content": SYSTEM_PROMPTS[style]}, {"role": "user", "content": user}]
 
 
 def fit_messages(question: str, passages: Sequence[Passage], max_chars: int, max_tokens: int,
-                 count_tokens: Callable[[Messages], int], focus_chars: int = 0) -> Messages:
+                 count_tokens: Callable[[Messages], int], focus_chars: int = 0, style: str = "short") -> Messages:
     """The prompt with the passage budget shrunk until ``count_tokens`` says it fits ``max_tokens``."""
     budget = max_chars
     while True:
-        messages = build_messages(question, passages, budget, focus_chars)
+        messages = build_messages(question, passages, budget, focus_chars, style)
         n_tokens = count_tokens(messages)
         if n_tokens <= max_tokens or budget == 0:
             return messages
