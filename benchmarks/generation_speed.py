@@ -176,6 +176,8 @@ def variants(cores: int) -> list[Variant]:
         Variant("hf-fp32 (baseline)", hf("float32", threads=cores)),
         Variant("hf-bf16", bf16 := hf("bfloat16", threads=cores)),
         Variant(f"hf-bf16 prompt lookup {DEFAULT_PROMPT_LOOKUP} (default)", hf("bfloat16", threads=cores, prompt_lookup=DEFAULT_PROMPT_LOOKUP)),
+        Variant("hf-bf16 prompt lookup, top 3 passages", bf16_pl := hf("bfloat16", threads=cores, prompt_lookup=DEFAULT_PROMPT_LOOKUP), top_k=3),
+        Variant("hf-bf16 prompt lookup, top 3 passages, focus 150", bf16_pl, top_k=3, focus=150),
         Variant(f"hf-fp32 prompt lookup {DEFAULT_PROMPT_LOOKUP}", hf("float32", threads=cores, prompt_lookup=DEFAULT_PROMPT_LOOKUP)),
         Variant("hf-int8-dynamic", hf("float32", int8=True, threads=cores)),
         Variant("ctranslate2 int8", ct2_int8 := ct2("int8")),

@@ -56,10 +56,13 @@ class KBInfo:
 
 @dataclass(frozen=True)
 class DocInfo:
+    """One document of a KB; ``pages`` is the last page its chunks cite (0: not paged, e.g. plain text)."""
+
     doc_id: str
     source: str
     title: str
     chunks: int
+    pages: int = 0
 
 
 @dataclass(frozen=True)
@@ -136,12 +139,19 @@ def list_kbs(root: str | Path | None = None) -> list[KBInfo]:
 
 
 def documents(name: str, root: str | Path | None = None) -> list[DocInfo]:
-    """The documents of KB ``name``: id, source file, title and number of chunks."""
+    """The documents of KB ``name``: id, source file, title, number of chunks and pages."""
     folder = require(name, root)
     if not read_manifest(folder).get("counts", {}).get("documents"):
         return []
-    per_doc = Counter(c.doc_id for c in _read_jsonl(folder / "chunks.jsonl", Chunk))
-    return [DocInfo(d.id, d.source, d.title, per_doc[d.id]) for d in _read_jsonl(folder / "documents.jsonl", Document)]
+    per_doc: Counter = Counter()
+    pages: dict[str, int] = {}
+    for c in _read_jsonl(folder / "chunks.jsonl", Chunk):
+        per_doc[c.doc_id] += 1
+        page = c.location.get("page") if isinstance(c.location, dict) else None
+        if isinstance(page, int):
+            pages[c.doc_id] = max(pages.get(c.doc_id, 0), page)
+    return [DocInfo(d.id, d.source, d.title, per_doc[d.id], pages.get(d.id, 0))
+            for d in _read_jsonl(folder / "documents.jsonl", Document)]
 
 
 def search_dirs(kbs: str | Iterable[str], root: str | Path | None = None) -> list[Path]:
@@ -197,11 +207,14 @@ def _config_for(manifest: dict, config: Config | None) -> Config:
 
 def add(name: str, paths: Iterable[str | Path], config: Config | None = None,
         embedder_factory: Callable[[], object] | None = None, root: str | Path | None = None,
-        reserved_ids: Iterable[str] = ()) -> list[FileChange]:
+        reserved_ids: Iterable[str] = (),
+        on_file: Callable[[Path, int, int], None] | None = None) -> list[FileChange]:
     """Add files (or folders of them) to KB ``name``; a changed file replaces its previous version.
 
     ``reserved_ids``: ids taken elsewhere (e.g. by indexes searched together with this KB);
     a new document claiming one is renamed as `rag.corpus.load_documents` does.
+    ``on_file(path, i, n)`` is called before the i-th of n files is read (for progress bars:
+    reading a scanned PDF runs OCR and is the slow part).
 
     Only chunks never embedded before under this model are embedded; an unchanged file is
     reported "unchanged" and costs nothing. All files are read before the KB is touched.
@@ -217,7 +230,9 @@ def add(name: str, paths: Iterable[str | Path], config: Config | None = None,
         docs = list(old.documents) if old else []
         replaced: set[str] = set()
         changes, new_docs = [], []
-        for path in files:
+        for i, path in enumerate(files):
+            if on_file is not None:
+                on_file(path, i, len(files))
             key, digest = str(path), _file_hash(path)
             entry = kb_files.get(key)
             if entry and entry.get("sha256") == digest:

@@ -244,10 +244,13 @@ def test_remove_upload_in_the_ui_then_restart(rag, tmp_path) -> None:
 
     data_dir = tmp_path / "user"
     demo = build_app(rag, data_dir=data_dir)
-    add_files, remove_file, ask = _fn(demo, "add_files"), _fn(demo, "remove_file"), _fn(demo, "ask")
-    status, _, listing, choices = add_files([str(p) for p in _two_uploads(tmp_path)], progress=lambda *a, **k: None)
+    add_files, remove_file, ask = _fn(demo, "add_files"), _remover(demo), _fn(demo, "ask")
+    steps = []
+    status, _, listing, choices = add_files([str(p) for p in _two_uploads(tmp_path)],
+                                            progress=lambda fraction, desc: steps.append(desc))
     assert "完成" in status and "已添加 2 个文件" in status, status
-    assert "吉祥物.txt" in listing and "farm.md" in listing and "1 篇文档" in listing
+    assert [d for d in steps if d.startswith("读取")] == ["读取第 1/2 个文件：吉祥物.txt", "读取第 2/2 个文件：farm.md"]
+    assert "吉祥物.txt" in listing and "farm.md" in listing and "2 个文件" in listing and "<th>页数</th>" in listing
     assert sorted(choices.choices) == [("farm.md", "farm.md"), ("吉祥物.txt", "吉祥物.txt")]
     assert _doc_ids(rag, "问源测试公司的吉祥物叫什么？")[0] == "吉祥物"
     assert "farm" in _doc_ids(rag, "星河农场的南瓜节门票多少钱？")
@@ -279,7 +282,7 @@ def test_remove_upload_in_the_ui_then_restart(rag, tmp_path) -> None:
     assert "farm" in _doc_ids(fresh, "星河农场的南瓜节门票多少钱？")
     assert "吉祥物" not in _doc_ids(fresh, "问源测试公司的吉祥物叫什么？")
 
-    status, listing, _ = _fn(again, "remove_file")("farm.md")
+    status, listing, _ = _remover(again)("farm.md")
     assert "还有 0 个文件" in status and "还没有上传文档" in listing
     assert "farm" not in _doc_ids(fresh, "星河农场的南瓜节门票多少钱？")
     assert UserDocuments(RAG(rag.indexes, rag.config, embedder=rag.embedder), data_dir).restore() == 0
@@ -311,6 +314,23 @@ def test_restore_adds_files_kept_before_the_knowledge_base(rag, tmp_path) -> Non
 
 def _fn(demo, name: str):
     return next(f.fn for f in demo.fns.values() if f.name == name)
+
+
+def _remover(demo):
+    """The panel's two-step removal as one call: "移除" must ask first, then "确认移除" removes."""
+    ask_remove, do_remove = _fn(demo, "ask_remove"), _fn(demo, "do_remove")
+
+    def remove(name):
+        status, pending, box, question = ask_remove(name)
+        if name is None:
+            assert pending is None and not box.visible and "请先" in status
+            return status, None, None
+        assert pending == name and box.visible and "确认移除" in question and "未移除" not in status
+        status, pending, box, listing, choices = do_remove(pending)
+        assert pending is None and not box.visible
+        return status, listing, choices
+
+    return remove
 
 
 def test_chat_streams_then_renders_sources_and_keeps_history(rag, tmp_path) -> None:

@@ -1,8 +1,8 @@
 """The Gradio chat app: `build_app(rag)` returns a `gr.Blocks`, `launch_app` serves it.
 
 Callbacks only call the library (`RAG.ask_stream`, `RAG.ask`, and
-`rag.kb` through `UserDocuments` for the uploads) and the HTML renderers in
-`ui.render`. Chat history lives in each browser session's state, never in
+`rag.kb` through `UserDocuments` for the uploads, in the panel built by
+`ui.kb_panel`) and the HTML renderers in `ui.render`. Chat history lives in each browser session's state, never in
 module globals.
 
 Example:
@@ -20,12 +20,12 @@ from typing import Any, Sequence
 import gradio as gr
 
 from rag.config import default_index_dir
-from rag.corpus import SUPPORTED_SUFFIXES
 from rag.errors import RagError
 from rag.records import Answer
+from ui.kb_panel import build_docs_panel
 from ui.render import answer_message, answer_payload, error_message, passages_html, sources_html, text_html
 from ui.theme import CSS, HEAD, theme
-from ui.uploads import MAX_FILE_BYTES, MAX_FILES, UserDocuments
+from ui.uploads import MAX_FILE_BYTES, UserDocuments
 
 logger = logging.getLogger(__name__)
 
@@ -118,25 +118,6 @@ def build_app(
             raise gr.Error(str(e), print_exception=False) from e
         return answer_payload(answer)
 
-    def add_files(files: list[str] | None, progress=gr.Progress()):
-        try:
-            summary = user_docs.add(files or [], lambda fraction, desc: progress(fraction, desc=desc))
-        except RagError as e:
-            return (f'<div class="wy-error"><b>未添加：</b>{html.escape(str(e))}</div>', gr.skip(),
-                    _files_html(user_docs), _remove_choices(user_docs))
-        return (f'<div class="wy-ok"><b>完成：</b>{html.escape(summary)}</div>', None,
-                _files_html(user_docs), _remove_choices(user_docs))
-
-    def remove_file(name: str | None):
-        """Remove one uploaded file from the user KB (and from retrieval at once)."""
-        try:
-            summary = user_docs.remove(name)
-        except RagError as e:
-            status = f'<div class="wy-error"><b>未移除：</b>{html.escape(str(e))}</div>'
-        else:
-            status = f'<div class="wy-ok"><b>完成：</b>{html.escape(summary)}</div>'
-        return status, _files_html(user_docs), _remove_choices(user_docs)
-
     def clear():
         return [], [], sources_html(None), passages_html(None), None, ""
 
@@ -174,23 +155,7 @@ def build_app(
                     )
                     show_scores = gr.Checkbox(True, label="显示检索分数", elem_id="wy-show-scores")
                 with gr.Accordion("我的文档", open=False, elem_id="wy-docs"):
-                    gr.Markdown(
-                        f"上传 {'、'.join(SUPPORTED_SUFFIXES)} 文件（每个不超过 {MAX_FILE_BYTES // 1_000_000} MB，"
-                        f"共不超过 {MAX_FILES} 个）。它们与默认资料一起被检索，也可以随时移除。"
-                    )
-                    files = gr.File(
-                        label="选择文件", file_count="multiple", file_types=list(SUPPORTED_SUFFIXES),
-                        type="filepath", elem_id="wy-upload",
-                    )
-                    add = gr.Button("添加到索引", elem_id="wy-add")
-                    upload_status = gr.HTML("", elem_id="wy-upload-status")
-                    file_list = gr.HTML(_files_html(user_docs), elem_id="wy-file-list")
-                    with gr.Row():
-                        to_remove = gr.Dropdown(
-                            _file_names(user_docs), value=None, label="选择要移除的文件", scale=3,
-                            elem_id="wy-remove-choice",
-                        )
-                        remove = gr.Button("移除", variant="stop", scale=1, min_width=72, elem_id="wy-remove")
+                    build_docs_panel(demo, user_docs)
 
         chat_io = dict(
             fn=answer_stream,
@@ -205,19 +170,6 @@ def build_app(
         chatbot.clear(clear, None, cleared, api_visibility="private", queue=False)  # the panel's own bin icon
         show_scores.change(
             lambda a, s: passages_html(a, s), [last_answer, show_scores], passages, api_visibility="private", queue=False
-        )
-        add.click(
-            add_files, [files], [upload_status, files, file_list, to_remove],
-            concurrency_limit=CONCURRENCY, concurrency_id="rag", api_visibility="private",
-        )
-        remove.click(
-            remove_file, [to_remove], [upload_status, file_list, to_remove],
-            concurrency_limit=CONCURRENCY, concurrency_id="rag", api_visibility="private",
-        )
-        # Fresh list on every page load: another tab may have added or removed files.
-        demo.load(
-            lambda: (_files_html(user_docs), _remove_choices(user_docs)), None, [file_list, to_remove],
-            api_visibility="private", queue=False,
         )
         gr.api(ask, api_name="ask", concurrency_limit=CONCURRENCY, concurrency_id="rag")
     demo.queue(default_concurrency_limit=CONCURRENCY, max_size=64)
@@ -238,25 +190,3 @@ def launch_app(demo: gr.Blocks, host: str = "127.0.0.1", port: int | None = 7860
 def default_data_dir() -> Path:
     """``index/user`` beside the default index (gitignored with it)."""
     return default_index_dir().parent / "user"
-
-
-def _files_html(user_docs: UserDocuments) -> str:
-    """The uploaded files with their documents and passages (chunks)."""
-    try:
-        listed = user_docs.listing()
-    except (RagError, OSError) as e:  # e.g. read while an upload swaps the KB folder
-        return f'<div class="wy-error">无法读取我的文档：{html.escape(str(e))}</div>'
-    if not listed:
-        return '<div class="wy-empty">还没有上传文档。</div>'
-    rows = "".join(
-        f"<li>{html.escape(f.name)}（{f.documents} 篇文档，{f.chunks} 个段落）</li>" for f in listed
-    )
-    return f'<div class="wy-src-meta">我的文档（{len(listed)} 个文件）：<ul class="wy-file-list">{rows}</ul></div>'
-
-
-def _file_names(user_docs: UserDocuments) -> list[str]:
-    return [p.name for p in user_docs.files()]
-
-
-def _remove_choices(user_docs: UserDocuments):
-    return gr.Dropdown(choices=_file_names(user_docs), value=None)

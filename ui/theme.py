@@ -37,6 +37,10 @@ CSS = """
 .wy-error { color: #a4262c; }
 .wy-ok { color: #107c10; }
 .wy-empty { color: var(--body-text-color-subdued); font-size: 0.9em; padding: 6px 0; }
+.wy-kb-table { width: 100%; border-collapse: collapse; font-size: 0.85em; margin-top: 4px; }
+.wy-kb-table th, .wy-kb-table td { padding: 3px 6px; border-bottom: 1px solid var(--border-color-primary); text-align: left; }
+.wy-kb-name { overflow-wrap: anywhere; }
+.wy-confirm { border-left: 4px solid #a4262c; background: #fff4f4; color: #222; padding: 6px 10px; border-radius: 4px; }
 @media (max-width: 720px) {
   .gradio-container { padding: 6px !important; }
   #wy-header h1 { font-size: 1.3em; }

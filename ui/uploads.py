@@ -46,6 +46,8 @@ class UploadedFile:
     name: str
     documents: int
     chunks: int
+    pages: int = 0  # last page its passages cite; 0 for files without pages (text, Markdown…)
+    added: str = ""  # ISO time (UTC) the KB took this version of the file
 
 
 def safe_filename(name: str) -> str:
@@ -56,7 +58,7 @@ def safe_filename(name: str) -> str:
     base = PurePosixPath(str(name).replace("\\", "/")).name
     suffix = PurePosixPath(base).suffix.lower()
     if suffix not in SUPPORTED_SUFFIXES:
-        raise UploadError(f"不支持的文件类型：{base or name!r}。请上传 .txt、.md、.jsonl 或 .csv 文件。")
+        raise UploadError(f"不支持的文件类型：{base or name!r}。请上传 {'、'.join(SUPPORTED_SUFFIXES)} 文件。")
     stem = _UNSAFE.sub("_", base[: -len(suffix)]).strip("_-")[:80]
     return f"{stem or 'document'}{suffix}"
 
@@ -80,15 +82,18 @@ class UserDocuments:
         return sorted(p for p in self.files_dir.iterdir() if p.is_file() and p.suffix in SUPPORTED_SUFFIXES)
 
     def listing(self) -> list[UploadedFile]:
-        """The uploaded files the KB holds, by name, with their documents and chunks."""
+        """The uploaded files the KB holds, by name, with documents, chunks, pages and time added."""
         if not (self.index_dir / "manifest.json").exists():
             return []
-        docs: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+        held = kb.read_manifest(self.index_dir).get("kb", {}).get("files", {})
+        added = {Path(k).name: entry.get("added", "") for k, entry in held.items()}
+        docs: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0])
         for d in kb.documents(KB_NAME, self.data_dir):
             entry = docs[Path(d.source).name]
             entry[0] += 1
             entry[1] += d.chunks
-        return [UploadedFile(name, n, c) for name, (n, c) in sorted(docs.items())]
+            entry[2] = max(entry[2], d.pages)
+        return [UploadedFile(name, n, c, pages, added.get(name, "")) for name, (n, c, pages) in sorted(docs.items())]
 
     def restore(self) -> int:
         """Search the documents kept from earlier runs; unchanged ones are not re-embedded.
@@ -131,12 +136,14 @@ class UserDocuments:
             staging = Path(tempfile.mkdtemp(prefix="upload-", dir=self.staging_dir))
             backup = staging / "previous"
             moved: list[str] = []
+            n = len(named)
             try:
                 for i, (name, src) in enumerate(named.items()):
+                    # Reading is the slow part (a scanned PDF page goes through OCR), so one step per file.
+                    report(0.05 + 0.45 * i / n, f"读取第 {i + 1}/{n} 个文件：{name}{_slow_hint(name)}")
                     shutil.copyfile(src, staging / name)
                     self._check_one(staging / name, staging)
-                    report(0.1 + 0.2 * (i + 1) / len(named), f"已校验 {name}")
-                report(0.35, "建立索引（新段落需要计算向量）")
+                report(0.5, "建立索引（新段落需要计算向量）")
                 self._ensure_kb()
                 self.files_dir.mkdir(parents=True, exist_ok=True)
                 backup.mkdir()
@@ -146,7 +153,10 @@ class UserDocuments:
                             (self.files_dir / name).replace(backup / name)
                         (staging / name).replace(self.files_dir / name)
                         moved.append(name)
-                    changes = self._kb_add([self.files_dir / name for name in named])
+                    changes = self._kb_add(
+                        [self.files_dir / name for name in named],
+                        lambda path, i, total: report(0.5 + 0.4 * i / total, f"建立索引：第 {i + 1}/{total} 个文件 {path.name}"),
+                    )
                 except BaseException as e:
                     for name in moved:  # put files/ back as it was; the KB did not change
                         (self.files_dir / name).unlink(missing_ok=True)
@@ -205,9 +215,10 @@ class UserDocuments:
         if not (self.index_dir / "manifest.json").exists():
             kb.create(KB_NAME, self.data_dir, self.rag.config)
 
-    def _kb_add(self, paths: list[Path]) -> list[kb.FileChange]:
+    def _kb_add(self, paths: list[Path], on_file: Callable[[Path, int, int], None] | None = None) -> list[kb.FileChange]:
         base_ids = {i for index in self.rag.indexes for i in alias_map(index.documents)}
-        return kb.add(KB_NAME, paths, self.rag.config, lambda: self.rag.embedder, self.data_dir, reserved_ids=base_ids)
+        return kb.add(KB_NAME, paths, self.rag.config, lambda: self.rag.embedder, self.data_dir,
+                      reserved_ids=base_ids, on_file=on_file)
 
     def _serve(self) -> None:
         """Make the RAG search the KB's current version (or nothing, when it is empty)."""
@@ -245,6 +256,10 @@ class UserDocuments:
             load_documents([path], self.rag.config.corpus.csv_text_column, self.max_file_bytes)
         except CorpusError as e:
             raise UploadError(f"文件 {path.name} 无法使用：{_strip_dir(str(e), staging)}") from e
+
+
+def _slow_hint(name: str) -> str:
+    return "（扫描页需要 OCR 识别，可能较慢）" if name.endswith(".pdf") else ""
 
 
 def _strip_dir(message: str, folder: Path) -> str:
