@@ -145,3 +145,37 @@ def test_mcp_tools_take_a_kb(two_kbs, fake_config, fake_embedder) -> None:
     assert not error and json.loads(text)["passages"][0]["doc_id"].startswith("kba")
     with pytest.raises(Exception, match="kbB"):  # the tool error names the KBs there are
         call({"question": "倪子君", "kb": "nope"})
+
+
+def test_ui_searches_the_served_kb_as_the_api_changed_it(tmp_path, fake_config, fake_embedder, open_keys, loads) -> None:  # noqa: F811
+    """The chat UI's pipeline follows the API's registry: a file added to the served KB through
+    the API is found by the UI's next question, and the UI's own extra index (its uploads) is kept."""
+    from rag import kb
+    from rag.api.app import create_app
+    from rag.api.queue import gated
+    from rag.errors import IndexLoadError
+    from rag.pipeline import RAG
+    from ui.server import _current
+
+    config = fake_config.with_overrides(generation={"backend": "extractive"})
+    root, src = tmp_path / "index", tmp_path / "src"
+    src.mkdir()
+    (src / "alpha.txt").write_text(ALPHA, encoding="utf-8")
+    (src / "beta.txt").write_text(BETA, encoding="utf-8")
+    kb.create("kbA", root, config)
+    kb.add("kbA", [src / "alpha.txt"], config, lambda: fake_embedder, root)
+    kb.create("mine", root, config)
+    kb.add("mine", [src / "beta.txt"], config, lambda: fake_embedder, root)
+    served = RAG.load_kb("kbA", root, config=config, embedder=fake_embedder)
+    app = create_app(served, keys=open_keys, kb_name="kbA", index_root=root, served_kbs=["kbA"])
+    with running(app) as url:
+        ui_rag = gated(served, app.state.api.gate, _current(app.state.api.kbs))
+        ui_rag.search_also("uploads", RAG.load_kb("mine", root, config=config, embedder=fake_embedder).indexes[0])
+        assert ui_rag.ask("问源公司的总部位于哪里？").refused
+        up = httpx.post(url + "/v1/kbs/kbA/documents", files={"files": ("gamma.txt", GAMMA.encode())}, timeout=30)
+        assert up.status_code == 200, up.text
+        assert "西湖区" in ui_rag.ask("问源公司的总部位于哪里？").text  # the API's change, seen by the UI
+        assert "倪子君" in ui_rag.ask("倪子君分享了什么经验？").text  # the UI's uploads still searched
+        assert httpx.delete(url + "/v1/kbs/kbA", timeout=10).json()["deleted"] is True
+        with pytest.raises(IndexLoadError, match="rag serve"):
+            ui_rag.ask("问源公司的总部位于哪里？")  # deleted: a clear error, never the stale index

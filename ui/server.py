@@ -19,7 +19,9 @@ import gradio as gr
 import uvicorn
 
 from rag.api.app import create_app
+from rag.api.deps import ApiError
 from rag.api.queue import gated
+from rag.errors import IndexLoadError
 from ui.app import build_app
 from ui.theme import CSS, HEAD, theme
 from ui.uploads import MAX_FILE_BYTES
@@ -36,12 +38,25 @@ def build_server(rag, data_dir: str | Path | None = None, default_backend: str |
     app = create_app(rag, **api_options)
     if ui:
         # The UI's answers wait for the API's answer slots (after the UI's own Gradio queue).
-        demo = build_app(gated(rag, app.state.api.gate), data_dir=data_dir, default_backend=default_backend)
+        # Each UI question uses the served KB as the API's registry holds it now: a document
+        # added or removed through the API is what the UI searches next.
+        demo = build_app(gated(rag, app.state.api.gate, _current(app.state.api.kbs)), data_dir=data_dir,
+                         default_backend=default_backend)
         app.state.demo = demo
         # Routes added before the mount win, so /v1, /healthz and /docs stay the API's.
         app = gr.mount_gradio_app(app, demo, path="/", css=CSS, head=HEAD, theme=theme(), ssr_mode=False,
                                   max_file_size=MAX_FILE_BYTES, footer_links=["api"], show_error=False)
     return app
+
+
+def _current(registry):
+    def current():
+        try:
+            return registry.get(registry.served_name)
+        except ApiError as e:  # the served knowledge base was deleted through the API
+            raise IndexLoadError(f"这个页面检索的知识库已不存在（{e.message}）；请重新启动 rag serve") from e
+
+    return current
 
 
 def serve_app(app, host: str = "127.0.0.1", port: int = 7860, log_level: str = "warning") -> uvicorn.Server:

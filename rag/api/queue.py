@@ -104,35 +104,62 @@ class AnswerGate:
 
 
 class _Gated:
-    """A `RAG` whose answers take a slot of ``gate``; every other attribute is the RAG's own."""
+    """A `RAG` whose answers take a slot of ``gate``; every other attribute is the RAG's own.
 
-    def __init__(self, rag, gate: AnswerGate) -> None:
+    With ``current`` (a callable returning the RAG to use now, such as the API's registry
+    entry) a knowledge base changed through the API is what the UI searches next, with the
+    indexes the UI added by ``search_also`` (its uploads) carried over.
+    """
+
+    def __init__(self, rag, gate: AnswerGate, current=None) -> None:
         object.__setattr__(self, "_rag", rag)
         object.__setattr__(self, "_gate", gate)
+        object.__setattr__(self, "_current", current)
+        object.__setattr__(self, "_also", {})
+
+    def _now(self):
+        if self._current is None:
+            return self._rag
+        rag = self._current()
+        if rag is not self._rag:
+            for key, index in self._also.items():
+                rag.search_also(key, index)
+            object.__setattr__(self, "_rag", rag)
+        return rag
 
     def __getattr__(self, name: str):
-        return getattr(self._rag, name)
+        return getattr(self._now(), name)
 
     def __setattr__(self, name: str, value) -> None:
-        setattr(self._rag, name, value)
+        setattr(self._now(), name, value)
+
+    def search_also(self, key: str, index) -> None:
+        if index is None:
+            self._also.pop(key, None)
+        else:
+            self._also[key] = index
+        self._now().search_also(key, index)
 
     def ask(self, *args, **kwargs):
+        rag = self._now()
         entered, started = self._gate.enter_blocking(), time.perf_counter()
         try:
-            return self._rag.ask(*args, **kwargs)
+            return rag.ask(*args, **kwargs)
         finally:
             if entered:
                 self._gate.release(time.perf_counter() - started)
 
     def ask_stream(self, *args, **kwargs) -> Iterator:
+        rag = self._now()
         entered, started = self._gate.enter_blocking(), time.perf_counter()
         try:
-            yield from self._rag.ask_stream(*args, **kwargs)
+            yield from rag.ask_stream(*args, **kwargs)
         finally:  # also when the consumer closes the stream early
             if entered:
                 self._gate.release(time.perf_counter() - started)
 
 
-def gated(rag, gate: AnswerGate):
-    """``rag`` for a front end with its own threads (the chat UI): its answers share ``gate`` with the API."""
-    return _Gated(rag, gate)
+def gated(rag, gate: AnswerGate, current=None):
+    """``rag`` for a front end with its own threads (the chat UI): its answers share ``gate`` with
+    the API; with ``current``, each question uses the RAG it returns then (see `_Gated`)."""
+    return _Gated(rag, gate, current)
