@@ -179,3 +179,27 @@ def test_ui_searches_the_served_kb_as_the_api_changed_it(tmp_path, fake_config, 
         assert httpx.delete(url + "/v1/kbs/kbA", timeout=10).json()["deleted"] is True
         with pytest.raises(IndexLoadError, match="rag serve"):
             ui_rag.ask("问源公司的总部位于哪里？")  # deleted: a clear error, never the stale index
+
+
+def test_document_uploads_may_exceed_the_question_body_limit(tmp_path, fake_config, fake_embedder, open_keys, loads) -> None:  # noqa: F811
+    from rag import kb
+    from rag.api.app import create_app
+    from rag.pipeline import RAG
+
+    config = fake_config.with_overrides(generation={"backend": "extractive"})
+    root = tmp_path / "index"
+    src = tmp_path / "alpha.txt"
+    src.write_text(ALPHA, encoding="utf-8")
+    kb.create("kbA", root, config)
+    kb.add("kbA", [src], config, lambda: fake_embedder, root)
+    served = RAG.load_kb("kbA", root, config=config, embedder=fake_embedder)
+    app = create_app(served, keys=open_keys, kb_name="kbA", index_root=root, served_kbs=["kbA"],
+                     max_body_bytes=1000, max_upload_bytes=20_000)
+    big = ("问源公司的总部位于杭州市西湖区的龙井路八号。" * 200).encode()  # about 13 kB
+    with running(app) as url:
+        r = httpx.post(url + "/v1/ask", json={"question": "问" * 600}, timeout=10)
+        assert r.status_code == 413 and "shorter question" in r.json()["error"]["message"]
+        up = httpx.post(url + "/v1/kbs/kbA/documents", files={"files": ("gamma.txt", big)}, timeout=30)
+        assert up.status_code == 200 and up.json()["files"][0]["status"] == "added", up.text
+        huge = httpx.post(url + "/v1/kbs/kbA/documents", files={"files": ("huge.txt", big * 2)}, timeout=30)
+        assert huge.status_code == 413 and "fewer or smaller files" in huge.json()["error"]["message"]

@@ -19,7 +19,7 @@ from fastapi import FastAPI
 from rag.api import kb_routes, openai, rest
 from rag.api.deps import ApiState, install_error_handlers
 from rag.api.keys import KeyStore
-from rag.api.limits import DEFAULT_MAX_BODY_BYTES, BodyLimit, RateLimiter
+from rag.api.limits import DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_UPLOAD_BYTES, BodyLimit, RateLimiter
 from rag.api.mcp_http import add_mcp_route, mcp_lifespan
 from rag.api.queue import AnswerGate
 from rag.api.registry import KBRegistry
@@ -37,6 +37,7 @@ def create_app(
     max_queue: int = 16,
     rate_limit: float = 0,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
     cors_origins: Sequence[str] = (),
     kb_name: str = DEFAULT_KB,
     host: str = "127.0.0.1",
@@ -54,7 +55,7 @@ def create_app(
             with no key at all, ``/v1`` is open (serve on loopback only: see `check_exposure`).
         concurrency, max_queue: answers generating at once, and waiting; more get 429.
         rate_limit: requests per minute per key (per address when open); 0 for none.
-        max_body_bytes: larger request bodies get 413.
+        max_body_bytes: larger request bodies get 413 (``max_upload_bytes`` for document uploads).
         cors_origins: origins allowed to call the API from a browser (none by default).
         host: the address served (the MCP endpoint checks ``Host`` headers on loopback).
         mcp: also serve the knowledge base over MCP streamable HTTP at ``/mcp`` (`rag.api.mcp_http`).
@@ -82,7 +83,7 @@ def create_app(
     if mcp and (server := add_mcp_route(app, rag, kb_name=kb_name, gate=state.gate, host=host,
                                         resolve=registry.get)) is not None:
         servers.append(server)
-    app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
+    app.add_middleware(BodyLimit, max_bytes=max_body_bytes, upload_bytes=max_upload_bytes)
     if cors_origins:
         from fastapi.middleware.cors import CORSMiddleware
 

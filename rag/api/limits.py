@@ -8,6 +8,8 @@ import time
 
 # A chat request with long history stays far below this; anything larger is a mistake or abuse.
 DEFAULT_MAX_BODY_BYTES = 1_000_000
+#: Document uploads (``POST /v1/kbs/NAME/documents``) may be larger than questions.
+DEFAULT_MAX_UPLOAD_BYTES = 50_000_000
 
 
 class RateLimiter:
@@ -35,20 +37,25 @@ class RateLimiter:
 
 
 class BodyLimit:
-    """ASGI middleware: bodies over ``max_bytes`` get 413 with a JSON message before any route runs."""
+    """ASGI middleware: bodies over ``max_bytes`` (``upload_bytes`` for document uploads)
+    get 413 with a JSON message before any route runs."""
 
-    def __init__(self, app, max_bytes: int = DEFAULT_MAX_BODY_BYTES, prefix: str = "/v1") -> None:
+    def __init__(self, app, max_bytes: int = DEFAULT_MAX_BODY_BYTES, prefix: str = "/v1",
+                 upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.upload_bytes = upload_bytes
         self.prefix = prefix
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http" or not scope["path"].startswith(self.prefix):
             await self.app(scope, receive, send)
             return
+        upload = scope.get("method") == "POST" and scope["path"].rstrip("/").endswith("/documents")
+        limit = self.upload_bytes if upload else self.max_bytes
         length = dict(scope.get("headers") or ()).get(b"content-length")
-        if length is not None and length.isdigit() and int(length) > self.max_bytes:
-            await self._too_large(send)
+        if length is not None and length.isdigit() and int(length) > limit:
+            await self._too_large(send, limit, upload)
             return
         # Read the whole body (bounded), then replay it: chunked uploads are limited too.
         chunks, size, more = [], 0, True
@@ -59,8 +66,8 @@ class BodyLimit:
             chunks.append(message.get("body", b""))
             size += len(chunks[-1])
             more = message.get("more_body", False)
-            if size > self.max_bytes:
-                await self._too_large(send)
+            if size > limit:
+                await self._too_large(send, limit, upload)
                 return
         body, replayed = b"".join(chunks), False
 
@@ -73,8 +80,9 @@ class BodyLimit:
 
         await self.app(scope, replay, send)
 
-    async def _too_large(self, send) -> None:
-        message = f"the request body is over {self.max_bytes} bytes; send a shorter question or less history"
+    async def _too_large(self, send, limit: int, upload: bool) -> None:
+        fix = "send fewer or smaller files per request" if upload else "send a shorter question or less history"
+        message = f"the request body is over {limit} bytes; {fix}"
         body = json.dumps({"error": {"message": message, "type": "request_too_large", "code": 413}}).encode()
         await send({"type": "http.response.start", "status": 413,
                     "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
