@@ -93,17 +93,32 @@ def names(root: str | Path | None = None) -> list[str]:
     base = index_root(root)
     if not base.is_dir():
         return []
+    for old in base.glob(".*.old-*"):  # a KB caught between the two renames of a killed fallback swap
+        if _NAME.match(name := old.name[1:].rsplit(".old-", 1)[0]):
+            _recover(base / name)
     return sorted(p.name for p in base.iterdir() if p.is_dir() and _NAME.match(p.name) and (p / "manifest.json").exists())
 
 
 def require(name: str, root: str | Path | None = None) -> Path:
     """The folder of the existing KB ``name``; an unknown name is an error listing the known ones."""
     folder = kb_dir(name, root)
+    _recover(folder)
     if not (folder / "manifest.json").exists():
         known = ", ".join(names(root)) or "none yet"
         fix = "build it with `rag index build`" if name == "default" else f"create it with `rag kb create {name}`"
         raise RagError(f"no knowledge base {name!r} under {index_root(root)} (existing: {known}); {fix}")
     return folder
+
+
+def _recover(folder: Path) -> None:
+    """Put back a KB a save killed mid-swap left in ``.<name>.old-<pid>`` (the fallback swap, e.g. macOS)."""
+    if (folder / "manifest.json").exists() or not any(folder.parent.glob(f".{folder.name}.old-*/manifest.json")):
+        return
+    try:
+        with build_lock(folder):
+            clean_leftovers(folder)
+    except RagError:  # another build is writing it now: it restores or replaces the folder itself
+        pass
 
 
 def read_manifest(folder: Path) -> dict:
@@ -123,6 +138,8 @@ def create(name: str, root: str | Path | None = None, config: Config | None = No
     config = config or Config()
     with build_lock(folder):
         clean_leftovers(folder)
+        if (folder / "manifest.json").exists():  # restored from a killed save's leftover, or created meanwhile
+            raise RagError(f"knowledge base {name!r} already exists at {folder}; add files with `rag kb add {name} PATHS...`")
         _write(folder, name, config, {"embedding": {"model": config.embedding.model}}, [], [], None, {})
     return folder
 
@@ -207,8 +224,7 @@ def _config_for(manifest: dict, config: Config | None) -> Config:
 
 def add(name: str, paths: Iterable[str | Path], config: Config | None = None,
         embedder_factory: Callable[[], object] | None = None, root: str | Path | None = None,
-        reserved_ids: Iterable[str] = (),
-        on_file: Callable[[Path, int, int], None] | None = None) -> list[FileChange]:
+        reserved_ids: Iterable[str] = (), on_file: Callable[[Path, int, int], None] | None = None) -> list[FileChange]:
     """Add files (or folders of them) to KB ``name``; a changed file replaces its previous version.
 
     ``reserved_ids``: ids taken elsewhere (e.g. by indexes searched together with this KB);
@@ -293,10 +309,7 @@ def add(name: str, paths: Iterable[str | Path], config: Config | None = None,
 
 
 def remove(name: str, targets: Iterable[str], root: str | Path | None = None) -> list[str]:
-    """Remove documents (by doc id, alias or source path) from KB ``name``; return the removed ids.
-
-    Every target must name a document of the KB; nothing changes otherwise.
-    """
+    """Remove documents (doc ids, aliases or source paths) from KB ``name``, all or none; return the removed ids."""
     folder = require(name, root)
     targets = list(targets)
     if not targets:
