@@ -152,9 +152,9 @@ class AnswerConfig:
     # risk-coverage curve of `rag eval`).
     strictness: float | None = None
     # Refuse without generating when no passage holds this share of the question's bigrams:
-    # the largest value losing at most 1% of right answers on the tune splits (0.3,
+    # the largest value losing at most 1% of right answers on the tune splits (0.25,
     # benchmarks/results/answer_check_fit.json).
-    min_evidence: float = 0.3
+    min_evidence: float = 0.25
     # Share of an answer sentence's own bigrams its quoted passage sentence must hold.
     min_support: float = 0.5
     # Give an explicit refusal of the generator a second, extractive try.
