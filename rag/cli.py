@@ -217,9 +217,7 @@ def models_provision(generator: bool, generator_model: str | None) -> None:
             from rag.generation.llamacpp import gguf_file, q8_copy
 
             click.echo(f"generator GGUF for llama.cpp: {q8_copy(gguf_file(name))}")
-        from rag.generation.base import native_bf16
-
-        if not native_bf16() and importlib.util.find_spec("ctranslate2") is not None:  # "auto" picks CTranslate2 int8
+        if importlib.util.find_spec("ctranslate2") is not None:  # "auto" picks CTranslate2 int8
             from rag.provision.ct2 import ensure_ct2_model
             from rag.provision.gguf import resolve_generator_model
 

@@ -120,7 +120,8 @@ class GenerationConfig:
     # 7/7 refusals), "ctranslate2" (int8, a core dependency: ~3x, 0.852 accuracy),
     # "llamacpp" (opt-in: the [llamacpp] extra, not installed or tested by CI; a Q8_0
     # copy of the model's GGUF: 2.1x, 0.877 accuracy), or "auto", the default:
-    # transformers where the CPU has native bf16, else CTranslate2 int8; llama.cpp only
+    # CTranslate2 int8 on every CPU (as right as bf16 on the tune splits, the same answers
+    # on every machine), transformers where CTranslate2 is missing; llama.cpp only
     # for a .gguf file, which nothing else reads. See rag/generation/factory.py,
     # benchmarks/generation_speed.py.
     engine: str = "auto"

@@ -1,7 +1,7 @@
 """Which engine runs the causal backend: the pure ``choose_engines`` policy and the fallback loop.
 
-No model is loaded here and nothing is monkeypatched: the policy takes the CPU's
-bf16 support, the installed packages and the options as arguments.
+No model is loaded here and nothing is monkeypatched: the policy takes the
+installed packages and the options as arguments.
 """
 from __future__ import annotations
 
@@ -23,16 +23,11 @@ INSTALLED = [set(c) for n in range(len(PACKAGES) + 1) for c in itertools.combina
 OPTIONS = [(), ("max_new_tokens", "prompt_lookup"), ("dtype",), ("compute_type",), ("dtype", "compute_type")]
 
 
-def auto(model: str = HF_ID, *, bf16: bool = False, installed=frozenset(PACKAGES), options=()) -> list[str]:
-    return choose_engines(model, "auto", native_bf16=bf16, installed=installed, options=options)
+def auto(model: str = HF_ID, *, installed=frozenset(PACKAGES), options=()) -> list[str]:
+    return choose_engines(model, "auto", installed=installed, options=options)
 
 
-def test_auto_runs_transformers_where_the_cpu_has_native_bf16():
-    for installed in INSTALLED:
-        assert auto(bf16=True, installed=installed) == ["transformers"], installed  # bf16 + prompt lookup is fastest
-
-
-def test_auto_without_native_bf16_tries_ctranslate2_then_transformers():
+def test_auto_tries_ctranslate2_then_transformers():
     assert auto(installed={"ctranslate2"}) == ["ctranslate2", "transformers"]
     assert auto(installed={"ctranslate2", "llama_cpp"}) == ["ctranslate2", "transformers"]
     assert auto(installed={"llama_cpp"}) == ["transformers"]
@@ -42,36 +37,35 @@ def test_auto_without_native_bf16_tries_ctranslate2_then_transformers():
 
 
 def test_auto_never_picks_llamacpp_for_a_model_that_is_not_a_gguf_file():
-    for model, bf16, installed, options in itertools.product(MODELS, (True, False), INSTALLED, OPTIONS):
-        engines = auto(model, bf16=bf16, installed=installed, options=options)
-        assert "llamacpp" not in engines and engines, (model, bf16, installed, options)
+    for model, installed, options in itertools.product(MODELS, INSTALLED, OPTIONS):
+        engines = auto(model, installed=installed, options=options)
+        assert "llamacpp" not in engines and engines, (model, installed, options)
 
 
 def test_engine_options_ask_for_their_engine():
-    for bf16 in (True, False):
-        assert auto(bf16=bf16, options={"dtype": "float32"}.keys()) == ["transformers"]  # a transformers option
-        assert auto(bf16=bf16, options=["compute_type"]) == ["ctranslate2"]  # a CTranslate2 option
-        assert auto(bf16=bf16, options=["dtype", "compute_type"]) == ["transformers"]  # transformers rejects compute_type
-        assert auto(bf16=bf16, options=["max_new_tokens", "prompt_lookup"]) == auto(bf16=bf16)
+    assert auto(options={"dtype": "float32"}.keys()) == ["transformers"]  # a transformers option
+    assert auto(options=["compute_type"]) == ["ctranslate2"]  # a CTranslate2 option
+    assert auto(options=["dtype", "compute_type"]) == ["transformers"]  # transformers rejects compute_type
+    assert auto(options=["max_new_tokens", "prompt_lookup"]) == auto()
 
 
 def test_named_engines_are_used_as_named():
-    for engine, bf16, installed in itertools.product(("ctranslate2", "llamacpp", "transformers"), (True, False), INSTALLED):
-        assert choose_engines(HF_ID, engine, native_bf16=bf16, installed=installed) == [engine]
+    for engine, installed in itertools.product(("ctranslate2", "llamacpp", "transformers"), INSTALLED):
+        assert choose_engines(HF_ID, engine, installed=installed) == [engine]
 
 
 def test_gguf_files_run_on_llamacpp_only():
-    for model, bf16, installed, options in itertools.product(("/m/user.gguf", "~/M.GGUF"), (True, False), INSTALLED, OPTIONS):
+    for model, installed, options in itertools.product(("/m/user.gguf", "~/M.GGUF"), INSTALLED, OPTIONS):
         for engine in ("auto", "llamacpp"):
-            assert choose_engines(model, engine, native_bf16=bf16, installed=installed, options=options) == ["llamacpp"]
+            assert choose_engines(model, engine, installed=installed, options=options) == ["llamacpp"]
         for engine in ("ctranslate2", "transformers"):
             with pytest.raises(ModelError, match='GGUF file, which only llama.cpp runs; set generation.engine = "llamacpp"'):
-                choose_engines(model, engine, native_bf16=bf16, installed=installed, options=options)
+                choose_engines(model, engine, installed=installed, options=options)
 
 
 def test_unknown_engine_lists_the_choices():
     with pytest.raises(ConfigError, match="unknown generation engine 'vllm'; choose one of: " + ", ".join(ENGINES)):
-        choose_engines(HF_ID, "vllm", native_bf16=False, installed=set())
+        choose_engines(HF_ID, "vllm", installed=set())
 
 
 def test_build_generator_reports_policy_errors_before_loading(tmp_path):
