@@ -37,10 +37,15 @@ class LexicalIndex:
 
     @classmethod
     def build(cls, texts: Sequence[str]) -> "LexicalIndex":
+        return cls.from_tokens([tokenize(t) for t in texts])
+
+    @classmethod
+    def from_tokens(cls, token_lists: Sequence[list[str]]) -> "LexicalIndex":
+        """Index chunks already split by `tokenize` (e.g. in parallel, by a build engine)."""
         import bm25s
 
         bm25 = bm25s.BM25()
-        bm25.index([tokenize(t) or ["<empty>"] for t in texts], show_progress=False)
+        bm25.index([tokens or ["<empty>"] for tokens in token_lists], show_progress=False)
         return cls(bm25)
 
     def save(self, folder: Path) -> None:
