@@ -5,7 +5,7 @@ Layout of ``index/<name>/``::
     manifest.json    format version, embedding model + dimension, chunking, counts, hashes
     dense.faiss      FAISS index over passage embeddings (row i = chunk i)
     vectors.npy      the passage embeddings, reused when the corpus changes little
-    lexical/         bm25s index over jieba tokens
+    lexical/         bm25s index over jieba tokens (posting lists + per-token maximum score)
     chunks.jsonl     one Chunk per line, in index order
     documents.jsonl  one Document per line (with aliases)
 

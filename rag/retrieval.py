@@ -92,8 +92,7 @@ class Retriever:
             dense_hits = {int(p): float(index.vectors[p] @ qvec[0]) for p in positions[0] if p >= 0}
         lexical_hits: dict[int, float] = {}
         if self.config.fusion != "dense":
-            all_scores = index.lexical.scores(query)
-            positions, scores = index.lexical.top(all_scores, n_cand)
+            positions, scores = index.lexical.search(query, n_cand)
             lexical_hits = {int(p): float(s) for p, s in zip(positions, scores)}
         coverage = None
         if self.config.fusion == "hybrid":
@@ -101,7 +100,8 @@ class Retriever:
             # Score every candidate on every signal, so no candidate loses for being missed by one retriever.
             if qvec is not None:
                 dense_hits = {p: float(index.vectors[p] @ qvec[0]) for p in candidates}
-            lexical_hits = {p: float(all_scores[p]) for p in candidates}
+            ordered = sorted(candidates)
+            lexical_hits = dict(zip(ordered, map(float, index.lexical.score_positions(query, ordered))))
             core = bigrams(question_core(query))
             coverage = {p: (len(core & bigrams(index.chunks[p].with_context)) / len(core) if core else 0.0) for p in candidates}
         fused = fuse(dense_hits, lexical_hits, self.config, coverage)

@@ -1,0 +1,105 @@
+"""BM25 top-k by MaxScore over posting lists equals scoring every chunk."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from rag import lexical
+from rag.corpus import load_documents
+from rag.chunking import chunk_documents
+from rag.lexical import LexicalIndex, tokenize
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def corpus_index() -> LexicalIndex:
+    docs = load_documents([str(ROOT / "data/articles.txt")])
+    chunks = chunk_documents(docs, 300, 1, 0)
+    return LexicalIndex.build([c.text for c in chunks])
+
+
+@pytest.fixture(scope="module")
+def questions() -> list[str]:
+    lines = (ROOT / "eval/dev_questions.jsonl").read_text(encoding="utf-8").splitlines()
+    return [json.loads(line)["question"] for line in lines if line.strip()]
+
+
+def _exhaustive(index: LexicalIndex, query: str, k: int) -> tuple[np.ndarray, np.ndarray]:
+    scores = index.scores(query)
+    top = np.argsort(-scores, kind="stable")[:k]
+    top = top[scores[top] > 0]
+    return top, scores[top]
+
+
+@pytest.mark.parametrize("k", [1, 5, 30])
+def test_search_gives_the_exhaustive_top_k_on_the_dev_questions(corpus_index, questions, k) -> None:
+    for q in questions:
+        want_pos, want = _exhaustive(corpus_index, q, k)
+        pos, got = corpus_index.search(q, k)
+        np.testing.assert_allclose(got, want, rtol=1e-5, err_msg=q)
+        # Same chunks, up to which of exactly tied chunks fill the last places.
+        if len(want):
+            assert set(pos[got > want[-1] + 1e-5]) <= set(want_pos), q
+
+
+def test_search_prunes_by_reading_only_rare_tokens(corpus_index, monkeypatch) -> None:
+    # A rare name and a common word: MaxScore must not fall back to scoring every chunk.
+    monkeypatch.setattr(LexicalIndex, "scores", lambda *a: pytest.fail("scored every chunk"))
+    pos, scores = corpus_index.search("壹基金的工作", 3)
+    assert len(pos) == 3 and scores[0] >= scores[1] >= scores[2] > 0
+
+
+def test_common_tokens_only_fall_back_to_scoring_everything(corpus_index, monkeypatch) -> None:
+    calls = []
+    real = LexicalIndex.scores
+    monkeypatch.setattr(LexicalIndex, "scores", lambda self, q: calls.append(q) or real(self, q))
+    monkeypatch.setattr(lexical, "DENSE_SHARE", 0.01)
+    pos, scores = corpus_index.search("疫情 社会组织", 5)
+    assert calls and len(pos) == 5
+    np.testing.assert_allclose(scores, _exhaustive(corpus_index, "疫情 社会组织", 5)[1], rtol=1e-5)
+
+
+def test_score_positions_matches_the_dense_scores(corpus_index, questions) -> None:
+    rng = np.random.default_rng(0)
+    for q in questions[:20]:
+        positions = rng.integers(0, corpus_index.size, 40)  # unsorted, with repeats
+        np.testing.assert_allclose(corpus_index.score_positions(q, positions), corpus_index.scores(q)[positions], rtol=1e-5)
+
+
+def test_unknown_or_empty_queries_find_nothing(corpus_index) -> None:
+    for q in ("", "？？？", "zzzqqqxxx"):
+        pos, scores = corpus_index.search(q, 5)
+        assert len(pos) == 0 and len(scores) == 0
+        assert not corpus_index.score_positions(q, [0, 1]).any()
+
+
+def test_repeated_query_tokens_count_as_often_as_they_occur() -> None:
+    index = LexicalIndex.from_tokens([tokenize(t) for t in ("红茶 绿茶", "绿茶 咖啡", "咖啡 可可 可可")])
+    pos, scores = index.search("咖啡 咖啡 绿茶", 3)
+    np.testing.assert_allclose(scores, _exhaustive(index, "咖啡 咖啡 绿茶", 3)[1], rtol=1e-6)
+    assert pos[0] == 1  # holds both tokens
+
+
+def test_save_and_mmap_load_round_trip(tmp_path, corpus_index, questions) -> None:
+    corpus_index.save(tmp_path / "lex")
+    assert (tmp_path / "lex" / lexical.TERM_MAX_FILE).exists()
+    loaded = LexicalIndex.load(tmp_path / "lex")
+    (tmp_path / "lex" / lexical.TERM_MAX_FILE).unlink()  # an index saved before MaxScore search
+    legacy = LexicalIndex.load(tmp_path / "lex", mmap=False)
+    for q in questions[:10]:
+        want = corpus_index.search(q, 10)
+        for other in (loaded, legacy):
+            got = other.search(q, 10)
+            np.testing.assert_array_equal(got[0], want[0])
+            np.testing.assert_allclose(got[1], want[1], rtol=1e-6)
+
+
+def test_a_term_max_file_of_another_vocabulary_is_refused(tmp_path, corpus_index) -> None:
+    corpus_index.save(tmp_path / "lex")
+    np.save(tmp_path / "lex" / lexical.TERM_MAX_FILE, np.ones(3, dtype=np.float32))
+    with pytest.raises(ValueError, match="vocabulary"):
+        LexicalIndex.load(tmp_path / "lex")
