@@ -6,8 +6,9 @@ Layout of ``index/<name>/``::
     dense.faiss      FAISS index over passage embeddings (row i = chunk i)
     vectors.npy      the passage embeddings, reused when the corpus changes little
     lexical/         bm25s index over jieba tokens (posting lists + per-token maximum score)
-    chunks.jsonl     one Chunk per line, in index order
+    chunks.jsonl     one Chunk per line, in index order (read on demand: rag.store)
     documents.jsonl  one Document per line (with aliases)
+    *.offsets.npy    where each line of the two starts
 
 Writes are atomic: a new index is built in a temporary sibling folder and
 renamed into place, so an interrupted build leaves the previous index intact.
@@ -27,11 +28,11 @@ import shutil
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Sequence
 
 import numpy as np
 
-from rag import dense
+from rag import dense, store
 from rag.errors import IndexLoadError, RagError
 from rag.lexical import LexicalIndex
 from rag.records import Chunk, Document
@@ -52,22 +53,12 @@ def _sha256(path: Path) -> str:
 
 
 def _write_jsonl(path: Path, records) -> None:
-    with open(path, "w", encoding="utf-8") as f:
-        for r in records:
-            f.write(json.dumps(dataclasses.asdict(r), ensure_ascii=False) + "\n")
+    store.write(path, records)
 
 
-def _read_jsonl(path: Path, cls):
-    out = []
+def _read_jsonl(path: Path, cls) -> list:
     with open(path, encoding="utf-8") as f:
-        for line in f:
-            d = json.loads(line)
-            if "aliases" in d:
-                d["aliases"] = tuple(d["aliases"])
-            if "spans" in d:  # JSON has no tuples; indexes older than located spans have no key
-                d["spans"] = tuple((s, e, loc) for s, e, loc in d["spans"])
-            out.append(cls(**d))
-    return out
+        return [store.from_dict(cls, json.loads(line)) for line in f]
 
 
 def _exchange(a: Path, b: Path) -> bool:
@@ -164,8 +155,8 @@ class Index:
     """An index loaded in memory."""
 
     manifest: dict
-    documents: list[Document]
-    chunks: list[Chunk]
+    documents: Sequence[Document]  # a list, or a JsonlStore once loaded
+    chunks: Sequence[Chunk]
     vectors: np.ndarray
     faiss_index: object
     lexical: LexicalIndex
@@ -233,8 +224,8 @@ class Index:
                 if _sha256(index_dir / name) != digest:
                     raise IndexLoadError(f"{index_dir / name} does not match its manifest hash (changed or corrupt); {hint}")
         try:
-            chunks = _read_jsonl(index_dir / "chunks.jsonl", Chunk)
-            documents = _read_jsonl(index_dir / "documents.jsonl", Document)
+            chunks = store.JsonlStore(index_dir / "chunks.jsonl", Chunk)  # decoded on access, not at load
+            documents = store.JsonlStore(index_dir / "documents.jsonl", Document)
             vectors = np.load(index_dir / "vectors.npy", mmap_mode="r")  # read on demand: large corpora need not fit in RAM
         except (OSError, ValueError, TypeError, EOFError) as e:
             raise IndexLoadError(f"index {index_dir} has an unreadable chunk store or vectors ({e}); {hint}") from e

@@ -1,0 +1,132 @@
+"""Record stores of an index folder: JSON lines read on demand through a memory map.
+
+``chunks.jsonl`` and ``documents.jsonl`` hold one record a line; beside each,
+``<name>.offsets.npy`` holds the byte offset where every line starts (and the
+file size last). Loading maps the file and reads the offsets, so a served index
+of a million chunks costs a few megabytes of memory and no parsing at start-up;
+a record is decoded when it is asked for (``store[i]``).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import mmap
+from pathlib import Path
+from typing import Generic, Iterable, Iterator, Sequence, TypeVar, overload
+
+import numpy as np
+
+from rag.errors import IndexLoadError
+
+T = TypeVar("T")
+logger = logging.getLogger(__name__)
+SAMPLE = 1000  # line starts checked at load; every record is checked when decoded
+
+
+def offsets_path(path: Path) -> Path:
+    return path.with_name(path.stem + ".offsets.npy")
+
+
+def from_dict(cls, d: dict):
+    """A record from its JSON object (JSON has no tuples)."""
+    if "aliases" in d:
+        d["aliases"] = tuple(d["aliases"])
+    if "spans" in d:  # indexes older than located spans have no key
+        d["spans"] = tuple((s, e, loc) for s, e, loc in d["spans"])
+    return cls(**d)
+
+
+def write(path: Path, records: Iterable) -> int:
+    """Write records as JSON lines, and their line offsets beside; return the count."""
+    offsets = [0]
+    with open(path, "wb") as f:
+        for r in records:
+            line = (json.dumps(dataclasses.asdict(r), ensure_ascii=False) + "\n").encode("utf-8")
+            f.write(line)
+            offsets.append(offsets[-1] + len(line))
+    np.save(offsets_path(path), np.asarray(offsets, dtype=np.int64))
+    return len(offsets) - 1
+
+
+def _scan_offsets(path: Path, block: int = 1 << 24) -> np.ndarray:
+    """Line offsets of a JSON-lines file without a sidecar (indexes written before stores)."""
+    starts = [np.zeros(1, dtype=np.int64)]
+    pos = 0
+    with open(path, "rb") as f:
+        while data := f.read(block):
+            starts.append(np.flatnonzero(np.frombuffer(data, dtype=np.uint8) == 10).astype(np.int64) + pos + 1)
+            pos += len(data)
+    out = np.concatenate(starts)
+    if pos and out[-1] != pos:
+        raise ValueError(f"{path.name} ends in the middle of a record (cut short?)")
+    return out
+
+
+class JsonlStore(Sequence[T], Generic[T]):
+    """Read-only sequence of the records in a JSON-lines file, decoded on access."""
+
+    def __init__(self, path: str | Path, cls: type[T]) -> None:
+        self.path, self.cls = Path(path), cls
+        side = offsets_path(self.path)
+        self.offsets = np.load(side) if side.exists() else _scan_offsets(self.path)
+        self._open()
+        if not self._consistent():  # the sidecar is a cache: a file changed after it is read again
+            logger.warning("%s does not describe %s; finding the line starts again", side.name, self.path.name)
+            self.offsets = _scan_offsets(self.path)
+
+    def _consistent(self) -> bool:
+        o, size = self.offsets, self.path.stat().st_size
+        if o.ndim != 1 or len(o) < 1 or o[0] != 0 or o[-1] != size or (len(o) > 1 and not (np.diff(o) > 0).all()):
+            return False
+        at = np.unique(np.linspace(1, len(o) - 1, min(SAMPLE, len(o) - 1), dtype=np.int64)) if len(o) > 1 else []
+        return all(self._map[int(o[i]) - 1] == 10 for i in at)
+
+    def _open(self) -> None:
+        self._map = None
+        if self.path.stat().st_size:
+            with open(self.path, "rb") as f:
+                self._map = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+
+    def __getstate__(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if k != "_map"}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._open()
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    def _decode(self, i: int) -> T:
+        raw = self._map[int(self.offsets[i]) : int(self.offsets[i + 1])]
+        try:
+            return from_dict(self.cls, json.loads(raw))
+        except (ValueError, TypeError) as e:
+            raise IndexLoadError(f"{self.path}: record {i} is unreadable ({e}); rebuild the index with `rag index build`") from e
+
+    @overload
+    def __getitem__(self, i: int) -> T: ...
+    @overload
+    def __getitem__(self, i: slice) -> list[T]: ...
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self._decode(j) for j in range(*i.indices(len(self)))]
+        n = len(self)
+        if not -n <= i < n:
+            raise IndexError(f"record {i} of {n}")
+        return self._decode(i % n)
+
+    def __iter__(self) -> Iterator[T]:
+        for i in range(len(self)):
+            yield self._decode(i)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, (JsonlStore, list, tuple)):
+            return len(self) == len(other) and all(a == b for a, b in zip(self, other))
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"JsonlStore({str(self.path)!r}, {self.cls.__name__}, {len(self)} records)"
