@@ -9,7 +9,10 @@ from __future__ import annotations
 import dataclasses
 import datetime as _dt
 import logging
+import multiprocessing
+import sys
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Callable, Iterable
 
@@ -17,14 +20,36 @@ import numpy as np
 
 from rag import dense
 from rag.chunking import chunk_documents
-from rag.config import Config
+from rag.config import Config, available_cores
 from rag.corpus import corpus_hash, load_documents
 from rag.errors import IndexLoadError
 from rag.index import FORMAT_VERSION, Index, build_lock, clean_leftovers
-from rag.lexical import LexicalIndex
+from rag.lexical import LexicalIndex, tokenize
 from rag.records import Document
 
 logger = logging.getLogger(__name__)
+
+#: Below this many chunks BM25 tokens are made in this process: jieba does about
+#: 500 chunks/s per core, so a pool would save less than it costs to start.
+PARALLEL_TOKENIZE_MIN = 2000
+
+
+def tokenize_texts(texts: list[str], workers: int | None = None) -> list[list[str]]:
+    """BM25 tokens of each text (``rag.lexical.tokenize``), in a process pool for large inputs.
+
+    The result equals ``[tokenize(t) for t in texts]``; ``workers`` defaults to
+    the cores this process may use.
+    """
+    workers = workers or available_cores()
+    if workers <= 1 or len(texts) < PARALLEL_TOKENIZE_MIN:
+        return [tokenize(t) for t in texts]
+    tokenize("")  # load jieba's dictionary here, so forked workers inherit it instead of each loading it
+    # fork on Linux: workers start in milliseconds with the dictionary loaded; they only run
+    # jieba, never the parent's model threads. Elsewhere fork is unsafe (macOS) or missing.
+    context = multiprocessing.get_context("fork" if sys.platform == "linux" else "spawn")
+    chunksize = max(64, len(texts) // (workers * 8))  # few large messages, yet an even finish
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+        return list(pool.map(tokenize, texts, chunksize=chunksize))
 
 
 def _fingerprint(config: Config, docs_hash: str, dimension: int | None = None) -> dict:
@@ -55,13 +80,16 @@ def build_index(
     force: bool = False,
     documents: list[Document] | None = None,
     engine=None,
+    tokenize_workers: int | None = None,
 ) -> Index:
     """Build (or reuse) the index for ``paths`` in ``index_dir`` and return it loaded.
 
     ``embedder_factory`` is only called when something must be embedded, so an
     unchanged corpus never loads the embedding model here. ``engine`` (e.g.
     ``rag.engine_ray.RayEngine``) replaces the local chunking and FAISS build
-    with its own ``chunk_documents`` and ``build_faiss``.
+    with its own ``chunk_documents``, ``build_faiss`` and (when it has one)
+    ``tokenize``. ``tokenize_workers``: processes that tokenise for BM25 in a
+    local build (default: one per core; small corpora are tokenised in-process).
     """
     index_dir = Path(index_dir)
     started = time.perf_counter()
@@ -74,10 +102,13 @@ def build_index(
         if old is not None and not force and old.manifest.get("fingerprint") == fingerprint:
             logger.info("index at %s is up to date (%d chunks); nothing to embed", index_dir, len(old.chunks))
             return old
+        timings: dict[str, float] = {}
+        stage = time.perf_counter()
         if engine is not None:
             chunks = engine.chunk_documents(docs, config.chunking)
         else:
             chunks = chunk_documents(docs, config.chunking.max_chars, config.chunking.overlap_sentences, config.chunking.context_chars)
+        timings["chunk_s"] = time.perf_counter() - stage
         reuse = {}
         if old is not None and not force:
             reuse = {c.text: old.vectors[i] for i, c in enumerate(old.chunks)}
@@ -98,8 +129,16 @@ def build_index(
         if todo:
             vectors[todo] = new
         faiss_type = dense.choose_type(config.index.faiss_type, len(chunks))
+        stage = time.perf_counter()
         faiss_index = (engine or dense).build_faiss(vectors, faiss_type)
-        lexical = LexicalIndex.build([c.text for c in chunks])
+        timings["faiss_s"] = time.perf_counter() - stage
+        stage = time.perf_counter()
+        texts = [c.text for c in chunks]
+        tokens = engine.tokenize(texts) if hasattr(engine, "tokenize") else tokenize_texts(texts, tokenize_workers)
+        timings["tokenize_s"] = time.perf_counter() - stage
+        stage = time.perf_counter()
+        lexical = LexicalIndex.from_tokens(tokens)
+        timings["bm25_s"] = time.perf_counter() - stage
         manifest = {
             "format_version": FORMAT_VERSION,
             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
@@ -120,9 +159,13 @@ def build_index(
             "fingerprint": fingerprint,
             "sources": paths,
             "counts": {"documents": len(docs), "chunks": len(chunks), "aliases": sum(len(d.aliases) for d in docs)},
-            "timings": {"embed_s": round(t_embed, 3), "total_s": round(time.perf_counter() - started, 3), "embedded": len(todo)},
+            "timings": {**{k: round(v, 3) for k, v in timings.items()}, "embed_s": round(t_embed, 3),
+                        "total_s": round(time.perf_counter() - started, 3), "embedded": len(todo)},
             "config": config.to_dict(),
         }
+        if getattr(engine, "placement", None):
+            # Which cluster node ran how many rows of each distributed stage.
+            manifest["placement"] = engine.placement
         index = Index(manifest, docs, chunks, vectors, faiss_index, lexical)
         index.save(index_dir)
     logger.info("built index %s: %d documents, %d chunks in %.1fs", index_dir, len(docs), len(chunks), time.perf_counter() - started)

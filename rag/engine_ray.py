@@ -10,9 +10,12 @@
    embedding model once and embeds many batches;
 4. index: each block of vectors becomes one FAISS shard (for IVF, a copy of
    one coarse quantizer trained on the driver); the driver merges the shards in
-   row order (:func:`rag.dense.merge`).
+   row order (:func:`rag.dense.merge`);
+5. tokenise: ``map_batches`` splits chunks into BM25 tokens with jieba.
 
-BM25 and the chunk store are written by the driver, as in a local build.
+The driver indexes the tokens for BM25 and writes the index, as in a local
+build. Every stage records which node ran how many rows (``placement``, kept
+in the manifest).
 Ray is an optional extra: ``pip install -e '.[ray]'``. Workers must be able to
 import ``rag`` (installed in the cluster's environment).
 """
@@ -21,7 +24,8 @@ from __future__ import annotations
 import dataclasses
 import logging
 from pathlib import Path
-from typing import Any, Iterable
+from collections import Counter
+from typing import Any, Callable, Iterable
 
 import numpy as np
 
@@ -38,6 +42,7 @@ from rag.records import Chunk, Document
 logger = logging.getLogger(__name__)
 
 EMBED_BATCH = 128  # rows a worker embeds per call; enough to amortise the call overhead
+TOKENIZE_BATCH = 500  # chunks a task tokenises: about a second of jieba, so task overhead stays small
 
 
 def _ray():
@@ -49,14 +54,27 @@ def _ray():
     return ray
 
 
+def _node() -> str:
+    """Id of the Ray node running the caller."""
+    import ray
+
+    return ray.get_runtime_context().get_node_id()
+
+
 def _read_files(batch: dict[str, np.ndarray], csv_text_column: str, max_bytes: int) -> dict[str, list]:
-    """Ray task: raw documents of each file, normalised (order kept)."""
+    """Ray task: raw documents of each file, normalised (order kept).
+
+    ``path`` is absolute (workers need not share the driver's working directory);
+    ``name``, the path as given, is the documents' source, as in ``load_documents``.
+    """
     rows: dict[str, list] = {k: [] for k in ("file", "seq", "id", "text", "title", "source")}
-    for file_no, path in zip(batch["file"], batch["path"]):
+    node = _node()
+    for file_no, path, name in zip(batch["file"], batch["path"], batch["name"]):
         for seq, raw in enumerate(read_raw(Path(path), csv_text_column, max_bytes)):
             for key, value in (("file", int(file_no)), ("seq", seq), ("id", raw.id), ("text", normalize_text(raw.text)),
-                               ("title", normalize_text(raw.title) if raw.title else ""), ("source", raw.source)):
+                               ("title", normalize_text(raw.title) if raw.title else ""), ("source", str(name))):
                 rows[key].append(value)
+    rows["node"] = [node] * len(rows["file"])
     return rows
 
 
@@ -72,32 +90,47 @@ def _chunk_batch(batch: dict[str, np.ndarray], chunking: dict) -> dict[str, list
     chunks = chunk_documents(docs, chunking["max_chars"], chunking["overlap_sentences"], chunking["context_chars"])
     # Locations stay out of the Arrow rows (an empty struct has no Arrow type); this
     # engine reads documents without located spans, so every location is {} anyway.
-    return {f.name: [getattr(c, f.name) for c in chunks] for f in dataclasses.fields(Chunk) if f.name != "location"}
+    rows = {f.name: [getattr(c, f.name) for c in chunks] for f in dataclasses.fields(Chunk) if f.name != "location"}
+    rows["node"] = [_node()] * len(chunks)
+    return rows
+
+
+def _tokenize_batch(batch: dict[str, np.ndarray]) -> dict[str, list]:
+    """Ray task: BM25 tokens of a batch of chunk texts."""
+    from rag.lexical import tokenize
+
+    return {"pos": list(batch["pos"]), "tokens": [tokenize(str(t)) for t in batch["text"]],
+            "node": [_node()] * len(batch["pos"])}
 
 
 class _EmbedWorker:
     """Ray actor body: loads the embedder once, then embeds every batch it is given."""
 
-    def __init__(self, embedding: dict) -> None:
+    def __init__(self, embedding: dict, factory: Callable[[], object] | None = None) -> None:
         from rag.embedding import Embedder
 
-        self.embedder = Embedder(EmbeddingConfig(**embedding))
+        self.embedder = factory() if factory is not None else Embedder(EmbeddingConfig(**embedding))
+        self.node = _node()
+        self.engine = str(getattr(self.embedder, "engine", None))
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         vectors = self.embedder.embed_passages([str(t) for t in batch["text"]])
-        return {"pos": batch["pos"], "vector": vectors}
+        n = len(vectors)
+        return {"pos": batch["pos"], "vector": vectors, "node": np.array([self.node] * n), "engine": np.array([self.engine] * n)}
 
 
 def _shard(batch: dict[str, np.ndarray], empty: bytes) -> dict[str, list]:
     """Ray task: one FAISS shard per block of vectors, each a copy of the shared empty index."""
     import faiss
 
-    out: dict[str, list] = {"first": [], "shard": []}
+    out: dict[str, list] = {"first": [], "shard": [], "rows": [], "node": []}
     for first, vectors in zip(batch["first"], batch["vectors"]):
         index = faiss.deserialize_index(np.frombuffer(empty, dtype=np.uint8))
         index.add(np.ascontiguousarray(vectors, dtype=np.float32))
         out["first"].append(int(first))
         out["shard"].append(faiss.serialize_index(index).tobytes())
+        out["rows"].append(len(vectors))
+        out["node"].append(_node())
     return out
 
 
@@ -108,11 +141,16 @@ class RayEngine:
         address: Ray cluster to join (``ray.init(address=...)``); None starts a local one.
         workers: embedding actors (default: one per CPU the cluster offers, at most 4).
         cpus_per_worker: CPUs each embedding actor reserves (and its torch threads).
+        embedder: zero-argument callable each embedding actor calls once to make its
+            embedder (must pickle; default: ``rag.embedding.Embedder`` of ``config.embedding``).
+
+    ``placement`` maps each stage run so far to ``{node id: rows}``.
     """
 
     name = "ray"
 
-    def __init__(self, config: Config, address: str | None = None, workers: int | None = None, cpus_per_worker: int = 1) -> None:
+    def __init__(self, config: Config, address: str | None = None, workers: int | None = None, cpus_per_worker: int = 1,
+                 embedder: Callable[[], object] | None = None) -> None:
         self.ray = _ray()
         self.config = config
         ctx_args: dict[str, Any] = {"ignore_reinit_error": True, "include_dashboard": False, "log_to_driver": False}
@@ -127,35 +165,47 @@ class RayEngine:
         context.execution_options.preserve_order = True  # row i of every stage stays row i
         context.enable_progress_bars = False
         self.dimension: int | None = None
+        self.engine: str | None = None  # the embedding engine the workers ran, once they have embedded
+        self.embedder_factory = embedder
+        self.placement: dict[str, dict[str, int]] = {}
         logger.info("ray engine: %d CPUs, %d embedding workers", cpus, self.workers)
 
     def load_documents(self, paths: Iterable[str | Path]) -> list[Document]:
         files = expand_paths(paths)
         if not files:
             raise CorpusError("no document files given; pass .txt, .md, .jsonl or .csv files or a folder holding them")
-        ds = self.ray.data.from_items([{"file": i, "path": str(p)} for i, p in enumerate(files)])
+        ds = self.ray.data.from_items([{"file": i, "path": str(p.resolve()), "name": str(p)} for i, p in enumerate(files)])
         ds = ds.map_batches(_read_files, fn_kwargs={"csv_text_column": self.config.corpus.csv_text_column,
                                                     "max_bytes": self.config.corpus.max_file_bytes}, batch_size=1)
-        return _fold(ds.take_all(), files)
+        rows = ds.take_all()
+        self._place("read", (r["node"] for r in rows))
+        return _fold(rows, files)
 
     def chunk_documents(self, docs: list[Document], chunking: ChunkConfig) -> list[Chunk]:
         rows = [{"id": d.id, "text": d.text, "title": d.title} for d in docs]
         ds = self.ray.data.from_items(rows).map_batches(_chunk_batch, fn_kwargs={"chunking": dataclasses.asdict(chunking)}, batch_size=16)
         fields = [f.name for f in dataclasses.fields(Chunk) if f.name != "location"]
-        return [Chunk(**{k: r[k] for k in fields}) for r in ds.take_all()]
+        rows = ds.take_all()
+        self._place("chunk", (r["node"] for r in rows))
+        return [Chunk(**{k: r[k] for k in fields}) for r in rows]
 
     def embed_passages(self, texts: list[str]) -> np.ndarray:
         embedding = dict(dataclasses.asdict(self.config.embedding), threads=self.cpus_per_worker)
         ds = self.ray.data.from_items([{"pos": i, "text": t} for i, t in enumerate(texts)])
-        ds = ds.map_batches(_EmbedWorker, fn_constructor_kwargs={"embedding": embedding}, batch_size=EMBED_BATCH,
+        ds = ds.map_batches(_EmbedWorker, fn_constructor_kwargs={"embedding": embedding, "factory": self.embedder_factory},
+                            batch_size=EMBED_BATCH,
                             compute=self.ray.data.ActorPoolStrategy(size=self.workers), num_cpus=self.cpus_per_worker,
                             batch_format="numpy")
         out = np.zeros((len(texts), 0), dtype=np.float32)
+        nodes: Counter = Counter()
         for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
+            nodes.update(str(n) for n in batch["node"])
+            self.engine = str(batch["engine"][0])
             vectors = np.stack(batch["vector"]).astype(np.float32)
             if out.shape[1] == 0:
                 out = np.zeros((len(texts), vectors.shape[1]), dtype=np.float32)
             out[batch["pos"]] = vectors
+        self.placement["embed"] = dict(nodes)
         self.dimension = out.shape[1]
         return out
 
@@ -174,8 +224,29 @@ class RayEngine:
         rows = [{"first": int(a), "vectors": vectors[a:b]} for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
         ds = self.ray.data.from_items(rows).map_batches(_shard, fn_kwargs={"empty": empty}, batch_size=1, batch_format="numpy")
         shards = sorted(ds.take_all(), key=lambda r: r["first"])
+        per_node: Counter = Counter()
+        for s in shards:
+            per_node[s["node"]] += int(s["rows"])
+        self.placement["faiss"] = dict(per_node)
         logger.info("merging %d FAISS shards of %s", len(shards), kind)
         return dense.merge([faiss.deserialize_index(np.frombuffer(s["shard"], dtype=np.uint8)) for s in shards])
+
+    def tokenize(self, texts: list[str]) -> list[list[str]]:
+        """BM25 tokens of each text (``rag.lexical.tokenize``), made by Ray tasks; order kept."""
+        if not texts:
+            return []
+        ds = self.ray.data.from_items([{"pos": i, "text": t} for i, t in enumerate(texts)])
+        ds = ds.map_batches(_tokenize_batch, batch_size=TOKENIZE_BATCH, batch_format="numpy")
+        out: list[list[str]] = [[] for _ in texts]
+        nodes: Counter = Counter()
+        for row in ds.iter_rows():
+            out[int(row["pos"])] = [str(t) for t in row["tokens"]]
+            nodes[row["node"]] += 1
+        self.placement["tokenize"] = dict(nodes)
+        return out
+
+    def _place(self, stage: str, nodes: Iterable[str]) -> None:
+        self.placement[stage] = dict(Counter(nodes))
 
     def shutdown(self) -> None:
         self.ray.shutdown()
