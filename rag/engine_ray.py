@@ -22,9 +22,14 @@ import ``rag`` (installed in the cluster's environment).
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
-from pathlib import Path
+import os
+import socket
+import subprocess
+import sys
 from collections import Counter
+from pathlib import Path
 from typing import Any, Callable, Iterable
 
 import numpy as np
@@ -260,7 +265,7 @@ def build_index_ray(
     workers: int | None = None,
     force: bool = False,
 ) -> Index:
-    """Like :func:`rag.build.build_index`, with reading, chunking, embedding and FAISS shards on Ray."""
+    """Like :func:`rag.build.build_index`, with reading, chunking, embedding, FAISS shards and BM25 tokens on Ray."""
     paths = [str(p) for p in paths]
     engine = RayEngine(config, address=address, workers=workers)
     try:
@@ -269,3 +274,68 @@ def build_index_ray(
     finally:
         if address is None:
             engine.shutdown()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class LocalCluster:
+    """A Ray cluster of several nodes on this machine, started with ``ray start`` (tests, benchmarks).
+
+    Each node is a separate raylet with its own CPUs, temp folder and ports, so
+    Ray schedules across them as across machines; node ``i`` > 0 also offers the
+    custom resource ``node<i+1>``. ``stop`` runs ``ray stop``, which ends every
+    Ray process of this user on the machine::
+
+        with LocalCluster(nodes=2, root=tmp) as cluster:
+            build_index_ray(paths, index_dir, config, address=cluster.address)
+    """
+
+    def __init__(self, root: str | Path, nodes: int = 2, cpus_per_node: int = 1, object_store_mb: int = 1000,
+                 timeout_s: float = 120.0) -> None:
+        self.root = Path(root)
+        self.nodes = nodes
+        self.cpus_per_node = cpus_per_node
+        self.object_store_mb = object_store_mb
+        self.timeout_s = timeout_s
+        self.address = f"127.0.0.1:{_free_port()}"
+
+    def _ray(self, *args: str) -> None:
+        script = Path(sys.executable).with_name("ray")  # the ray of this environment, so workers import this rag
+        command = [str(script) if script.exists() else "ray", *args]
+        env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0")
+        done = subprocess.run(command, capture_output=True, text=True, timeout=self.timeout_s, env=env)
+        if done.returncode != 0:
+            raise RagError(f"`{' '.join(command)}` failed ({done.returncode}): {done.stderr[-2000:]}")
+
+    def start(self) -> "LocalCluster":
+        common = ["--num-cpus", str(self.cpus_per_node), "--object-store-memory", str(self.object_store_mb * 2**20),
+                  "--disable-usage-stats"]
+        for i in range(self.nodes):
+            # Ports a second raylet on the same host would otherwise take from the first.
+            ports = ["--dashboard-agent-listen-port", str(_free_port()), "--min-worker-port", str(20000 + 1000 * i),
+                     "--max-worker-port", str(20999 + 1000 * i)]
+            temp = ["--temp-dir", str(self.root / f"node{i + 1}")]
+            if i == 0:
+                self._ray("start", "--head", "--port", self.address.rsplit(":", 1)[1], "--include-dashboard", "false",
+                          *common, *ports, *temp)
+            else:
+                self._ray("start", "--address", self.address, "--resources", json.dumps({f"node{i + 1}": 1}),
+                          *common, *ports, *temp)
+        return self
+
+    def stop(self) -> None:
+        self._ray("stop", "--force")
+
+    def __enter__(self) -> "LocalCluster":
+        try:
+            return self.start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -1,8 +1,11 @@
-"""`rag index build --engine ray`: the Ray Data build equals the single-process build."""
+"""`rag index build --engine ray` on a real two-node Ray cluster equals the single-process build."""
 from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
+import tempfile
 
 import numpy as np
 import pytest
@@ -37,58 +40,111 @@ def test_fold_matches_load_documents(tmp_path) -> None:
     assert _fold(rows, files) == load_documents([tmp_path])
 
 
-@pytest.mark.slow
-def test_ray_build_retrieves_like_the_local_build(tmp_path) -> None:
+@pytest.fixture(scope="module")
+def cluster():
+    """Two Ray nodes on this machine, one CPU each; ``ray stop`` afterwards, whatever happened."""
+    from rag.engine_ray import LocalCluster
+
+    root = tempfile.mkdtemp(prefix="ray-", dir="/tmp")  # short: Ray's socket paths live under it
+    nodes = LocalCluster(root, nodes=2, cpus_per_node=1)
     try:
-        import ray  # noqa: F401
-        import ray.data  # noqa: F401
-    except ImportError:
-        pytest.skip("Ray is not installed (optional extra: pip install -e '.[ray]')")
-    from rag.build import build_index
-    from rag.engine_ray import RayEngine
+        nodes.start()
+        yield nodes
+    finally:
+        nodes.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _alive_nodes(address: str) -> set[str]:
+    import ray
+
+    ray.init(address=address, include_dashboard=False, log_to_driver=False)
+    try:
+        return {n["NodeID"] for n in ray.nodes() if n["Alive"]}
+    finally:
+        ray.shutdown()
+
+
+@pytest.mark.slow
+def test_two_node_cli_build_retrieves_like_the_local_build(cluster, tmp_path, capsys) -> None:
+    """`rag index build --engine ray --ray-address` on two nodes: every stage with many blocks ran
+    on both, and the index gives the single-process build's top 5 for every dev question."""
     from rag.index import Index
     from rag.pipeline import RAG
 
-    # float32 sentence-transformers on both sides, so vectors can be compared closely.
-    config = Config().with_overrides(embedding={"engine": "sentence-transformers"})
-    questions = [json.loads(line)["question"] for line in open("eval/dev_questions.jsonl", encoding="utf-8")]
+    nodes = _alive_nodes(cluster.address)
+    assert len(nodes) == 2
+    config = Config()  # the real embedder, as `rag index build` uses it
+    done = subprocess.run([sys.executable, "-m", "rag.cli", "index", "build", "data/articles.txt", "--index-dir", str(tmp_path / "ray"),
+                           "--engine", "ray", "--ray-address", cluster.address], capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    built = Index.load(tmp_path / "ray")
+    manifest = built.manifest
+    assert manifest["build_engine"] == "ray"
+    # Reading is one task per file (one file here) and 605 vectors make one FAISS shard;
+    # chunking, embedding (one actor per node) and tokenising run in many blocks.
+    for stage in ("chunk", "embed", "tokenize"):
+        assert set(manifest["placement"][stage]) == nodes, stage
+        assert sum(manifest["placement"][stage].values()) == len(built.chunks), stage
+
     # The single-process reference: the repository's index when it is current, else built here.
     if _current("index/default", config):
         local = RAG([Index.load("index/default")], config)
     else:
         local = RAG.build(["data/articles.txt"], index_dir=tmp_path / "local", config=config)
+    reference = local.indexes[0]
+    assert manifest["embedding"]["engine"] == reference.manifest["embedding"]["engine"]
+    assert [c.id for c in built.chunks] == [c.id for c in reference.chunks]
+    cosines = np.sum(np.asarray(built.vectors) * np.asarray(reference.vectors), axis=1)
+    assert cosines.min() > 0.999
+    ray_rag = RAG([built], config, embedder=local.embedder)
+    questions = [json.loads(line)["question"] for line in open("eval/dev_questions.jsonl", encoding="utf-8")]
+    for question, a, b in zip(questions, local.retrieve_batch(questions, 5), ray_rag.retrieve_batch(questions, 5)):
+        assert [p.chunk_id for p in a] == [p.chunk_id for p in b], question
+    with capsys.disabled():
+        n = len(built.chunks)
+        print(f"\n[ray build] 2 nodes x 1 CPU: {n / manifest['timings']['total_s']:.1f} chunks/s "
+              f"({manifest['timings']['total_s']:.1f} s, embed {manifest['timings']['embed_s']:.1f} s); "
+              f"single process: {n / reference.manifest['timings']['total_s']:.1f} chunks/s ({reference.manifest['timings']['total_s']:.1f} s)")
 
-    engine = RayEngine(config, workers=2)
+
+@pytest.mark.slow
+def test_ray_tokens_and_ivf_shards_equal_the_single_process_ones(cluster) -> None:
+    from rag.build import build_index
+    from rag.chunking import chunk_documents
+    from rag.engine_ray import RayEngine
+    from rag.lexical import tokenize
+
+    config = Config()
+    texts = [c.text for c in chunk_documents(load_documents(["data/articles.txt"]), 300, 1, 80)]
+    engine = RayEngine(config, address=cluster.address)
     try:
-        docs = engine.load_documents(["data/articles.txt"])
-        assert docs == load_documents(["data/articles.txt"])
-        built = build_index(["data/articles.txt"], tmp_path / "ray", config, lambda: engine, documents=docs, engine=engine)
-        assert built.manifest["build_engine"] == "ray"
-        assert [c.id for c in built.chunks] == [c.id for c in local.indexes[0].chunks]
-        np.testing.assert_allclose(built.vectors, local.indexes[0].vectors, atol=1e-4)
+        assert engine.tokenize(texts) == [tokenize(t) for t in texts]
+        assert len(engine.placement["tokenize"]) == 2
         # IVF shards built on Ray around one trained quantizer equal the single-process IVF index.
-        sharded = engine.build_faiss(built.vectors, "ivf")
-        single = dense.build_faiss(built.vectors, "ivf")
-        queries = built.vectors[::50]
+        vectors = np.random.default_rng(0).standard_normal((3000, 64)).astype(np.float32)
+        vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+        sharded = engine.build_faiss(vectors, "ivf")
+        assert len(engine.placement["faiss"]) == 2
+        single = dense.build_faiss(vectors, "ivf")
+        queries = vectors[::50]
         np.testing.assert_array_equal(dense.search(sharded, queries, 10)[1], dense.search(single, queries, 10)[1])
     finally:
         engine.shutdown()
 
-    ray_rag = RAG([Index.load(tmp_path / "ray")], config, embedder=local.embedder)
-    for question, a, b in zip(questions, local.retrieve_batch(questions, 5), ray_rag.retrieve_batch(questions, 5)):
-        assert [p.chunk_id for p in a] == [p.chunk_id for p in b], question
-
 
 def _current(index_dir: str, config: Config) -> bool:
+    """Whether ``index_dir`` is what a local build of the default corpus with ``config`` would make."""
     from rag.build import _fingerprint
     from rag.corpus import corpus_hash
+    from rag.embedding import choose_engine
     from rag.index import Index
 
     try:
         index = Index.load(index_dir, embedding_model=config.embedding.model)
     except Exception:  # noqa: BLE001 - any problem means "build a reference here"
         return False
-    if index.manifest["embedding"].get("engine") not in (None, "sentence-transformers"):
+    if index.manifest["embedding"].get("engine") != choose_engine(config.embedding) or index.manifest.get("build_engine") != "local":
         return False
     # The FAISS type does not change the vectors or chunks the comparison is about.
     wanted = _fingerprint(config, corpus_hash(load_documents(["data/articles.txt"])))
