@@ -26,8 +26,8 @@ logger = logging.getLogger(__name__)
 _WORD = re.compile(r"\w")
 _jieba = None
 TERM_MAX_FILE = "term_max.npy"
-# Past this share of the corpus in the candidate set, scoring every chunk at once is cheaper.
-DENSE_SHARE = 0.25
+# Postings scanned in the time of one binary-search lookup of the best chunks (numpy call overhead).
+LOOKUP_COST = 2000
 
 
 def _tokenizer():
@@ -113,17 +113,22 @@ class LexicalIndex:
             return np.zeros(self.size, dtype=np.float32)
         return np.asarray(self._bm25.get_scores(tokens), dtype=np.float32)
 
-    def _score_sorted(self, positions: np.ndarray, ids: np.ndarray, weights: np.ndarray) -> np.ndarray:
-        """Exact scores of sorted, unique ``positions`` (binary search in each token's list)."""
+    def _postings(self, tid: int) -> tuple[np.ndarray, np.ndarray]:
+        lo, hi = int(self._indptr[tid]), int(self._indptr[tid + 1])
+        return self._indices[lo:hi], self._data[lo:hi]
+
+    def _list_length(self, tid: int) -> int:
+        return int(self._indptr[tid + 1] - self._indptr[tid])
+
+    def _lookup(self, tid: int, positions: np.ndarray) -> np.ndarray:
+        """Token ``tid``'s score in each of the sorted ``positions`` (0 where absent), by binary search."""
+        docs, data = self._postings(tid)
         out = np.zeros(len(positions), dtype=np.float32)
-        for tid, w in zip(ids, weights):
-            lo, hi = int(self._indptr[tid]), int(self._indptr[tid + 1])
-            docs = self._indices[lo:hi]
-            at = np.searchsorted(docs, positions)
-            inside = at < len(docs)
-            hit = np.zeros(len(positions), dtype=bool)
-            hit[inside] = docs[at[inside]] == positions[inside]
-            out[hit] += w * self._data[lo:hi][at[hit]]
+        if len(docs) and len(positions):
+            # Search with the lists' own dtype: a mixed-type search would first copy the whole list.
+            at = np.minimum(np.searchsorted(docs, positions.astype(docs.dtype, copy=False)), len(docs) - 1)
+            hit = docs[at] == positions
+            out[hit] = data[at[hit]]
         return out
 
     def score_positions(self, query: str, positions: Sequence[int]) -> np.ndarray:
@@ -133,7 +138,10 @@ class LexicalIndex:
         if not len(ids) or not len(positions):
             return np.zeros(len(positions), dtype=np.float32)
         uniq, inverse = np.unique(positions, return_inverse=True)
-        return self._score_sorted(uniq, ids, weights)[inverse]
+        scores = np.zeros(len(uniq), dtype=np.float32)
+        for tid, w in zip(ids, weights):
+            scores += w * self._lookup(tid, uniq)
+        return scores[inverse]
 
     def search(self, query: str, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Top-k chunk positions and scores, best first (chunks scoring zero omitted)."""
@@ -142,30 +150,37 @@ class LexicalIndex:
             return np.array([], dtype=np.int64), np.array([], dtype=np.float32)
         upper = self._term_max[ids] * weights
         order = np.argsort(-upper, kind="stable")
-        ids, weights, upper = ids[order], weights[order], upper[order]
-        rest = np.concatenate([np.cumsum(upper[::-1])[::-1], [0.0]])  # rest[j]: bound of tokens j.. together
-        lengths = self._indptr[ids + 1] - self._indptr[ids]
-        cand = np.array([], dtype=np.int64)
-        cand_scores = np.array([], dtype=np.float32)
+        ids, weights = ids[order], weights[order]
+        rest = np.append(np.cumsum(upper[order][::-1])[::-1], 0.0)  # rest[j]: bound of tokens j.. together
+        acc = np.zeros(self.size, dtype=np.float32)  # partial scores, from the tokens taken so far
+        best = np.array([], dtype=np.int64)  # the chunks of highest partial score, up to 2k of them
         theta, taken = 0.0, 0
-        while taken < len(ids) and rest[taken] >= theta:
-            # Take the next token, and with it every token up to where the bound drops below theta.
-            stop = taken + 1
-            if len(cand) + int(lengths[taken:stop].sum()) > DENSE_SHARE * self.size:
-                return self.top(self.scores(query), k)
-            lo, hi = int(self._indptr[ids[taken]]), int(self._indptr[ids[taken] + 1])
-            new = np.setdiff1d(np.asarray(self._indices[lo:hi], dtype=np.int64), cand, assume_unique=True)
-            taken = stop
-            if len(new):
-                new_scores = self._score_sorted(new, ids, weights)
-                cand = np.concatenate([cand, new])
-                cand_scores = np.concatenate([cand_scores, new_scores])
-                order = np.argsort(cand, kind="stable")
-                cand, cand_scores = cand[order], cand_scores[order]
-            if len(cand) >= k:
-                theta = float(np.partition(cand_scores, len(cand) - k)[len(cand) - k])
-        top, scores = self.top(cand_scores, k)
-        return cand[top], scores
+        # Take tokens, highest bound first, while a chunk that only the others hold could still beat theta.
+        while taken < len(ids) and rest[taken] > theta:
+            docs, data = self._postings(ids[taken])
+            acc[docs] += weights[taken] * data
+            taken += 1
+            pool = np.concatenate([best, docs])
+            m = min(len(pool), 2 * k)
+            best = np.unique(pool[np.argpartition(-acc[pool], m - 1)[:m]]) if m else best
+            if len(best) < k:
+                continue
+            # Partial scores are floors of the exact ones, so their k-th best is a floor for the final k-th.
+            theta = max(theta, float(np.partition(acc[best], len(best) - k)[len(best) - k]))
+            if taken < len(ids) and rest[taken] > theta and self._list_length(ids[taken]) > LOOKUP_COST * (len(ids) - taken):
+                # Before scanning a long list, try a higher floor: the best chunks' exact scores.
+                exact = acc[best]
+                for j in range(taken, len(ids)):
+                    exact = exact + weights[j] * self._lookup(ids[j], best)
+                theta = max(theta, float(np.partition(exact, len(exact) - k)[len(exact) - k]))
+        cand = np.flatnonzero((acc > 0) & (acc >= theta - rest[taken]))
+        scores = acc[cand]
+        for j in range(taken, len(ids)):  # the other tokens, only for chunks that can still reach theta
+            keep = scores + rest[j] >= theta
+            cand, scores = cand[keep], scores[keep]
+            scores += weights[j] * self._lookup(ids[j], cand)
+        top, best_scores = self.top(scores, k)
+        return cand[top], best_scores
 
     @staticmethod
     def top(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
