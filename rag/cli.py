@@ -75,12 +75,12 @@ def index() -> None:
 @click.option("--chunk-size", type=int, default=None, help="Chunk budget in characters.")
 @click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True,
               help="ray: read, chunk and embed as Ray Data jobs (pip install -e '.[ray]').")
-@click.option("--ray-address", default=None, help="Ray cluster to join (default: start a local one).")
+@click.option("--ray-address", default=None, help="Ray cluster to join, HOST:PORT of its head (default: start a local one).")
 def index_build(paths: tuple[str, ...], index_dir: str | None, config_path: str | None, force: bool, chunk_size: int | None,
                 engine: str, ray_address: str | None) -> None:
     """Index documents (default: the bundled corpus) into INDEX_DIR.
 
-    Example: rag index build --engine ray --ray-address ray://head:10001
+    Example: rag index build --engine ray --ray-address head:6379   (the address `ray start --head` printed)
     """
     from rag.pipeline import RAG
 
