@@ -165,12 +165,17 @@ def bench_dense(data: str, n: int, args, base: np.ndarray | None) -> list[dict]:
     return rows
 
 
-def synthetic_token_docs(pool: list[list[str]], n: int, seed: int) -> list[list[str]]:
-    """Corpus chunks' tokens with 20% dropped, 10% replaced and 8 borrowed from another chunk."""
+def synthetic_token_docs(pool: list[list[str]], n: int, seed: int, sources: list[int] | None = None) -> list[list[str]]:
+    """Corpus chunks' tokens with 20% dropped, 10% replaced and 8 borrowed from another chunk.
+
+    ``sources``, if given, receives the position in ``pool`` each document was made from.
+    """
     rng = np.random.default_rng(seed)
     vocab = sorted({t for doc in pool for t in doc})
     docs = []
     picks = rng.integers(0, len(pool), (n, 2))
+    if sources is not None:
+        sources.extend(int(a) for a in picks[:, 0])
     for a, b in picks:
         base = pool[a]
         u = rng.random(len(base))
@@ -221,6 +226,159 @@ def bench_bm25(sizes: list[int], index_dir: str) -> list[dict]:
     return rows
 
 
+# --- Hybrid: RAG.retrieve end to end over a saved synthetic index ------------------------------
+
+
+class FixedQueries:
+    """Stands in for the embedder: query vectors computed beforehand (embedding is timed apart)."""
+
+    def __init__(self, questions: list[str], vectors: np.ndarray) -> None:
+        self.vectors = {q: vectors[i] for i, q in enumerate(questions)}
+
+    def embed_queries(self, queries):
+        return np.stack([self.vectors[q] for q in queries])
+
+
+class ExhaustiveLexical:
+    """BM25 as before MaxScore: every chunk scored into a dense array, then the top taken."""
+
+    def __init__(self, inner) -> None:
+        self.inner = inner
+
+    def search(self, query: str, k: int):
+        return self.inner.top(self.inner.scores(query), k)
+
+    def score_positions(self, query: str, positions):
+        return self.inner.scores(query)[np.asarray(positions, dtype=np.int64)]
+
+
+def build_synthetic_index(n: int, pool: list[list[str]], base: np.ndarray, folder: Path, noise: float) -> dict:
+    """Save an index of ``n`` synthetic chunks (ten to a document) whose vectors follow their source chunk."""
+    from rag.index import FORMAT_VERSION, Index
+    from rag.lexical import LexicalIndex
+    from rag.records import Chunk, Document
+
+    sources: list[int] = []
+    tokens = synthetic_token_docs(pool, n, seed=n, sources=sources)
+    rng = np.random.default_rng(n)
+    vectors = base[np.asarray(sources)] + rng.standard_normal((n, base.shape[1]), dtype=np.float32) * (noise / np.sqrt(base.shape[1]))
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    with Timer() as tf:
+        faiss_index = dense.build_faiss(vectors, dense.choose_type("auto", n))
+    with Timer() as tl:
+        lexical = LexicalIndex.from_tokens(tokens)
+    chunks, documents = [], []
+    for d in range(0, n, 10):
+        texts = ["".join(t) for t in tokens[d : d + 10]]
+        doc_id, text, start = f"syn-{d // 10:06d}", "".join(texts), 0
+        documents.append(Document(id=doc_id, text=text, title=doc_id))
+        for j, t in enumerate(texts):
+            chunks.append(Chunk(id=f"{doc_id}-{j}", doc_id=doc_id, text=t, start=start, end=start + len(t), title=doc_id, context=text[:80] if j else ""))
+            start += len(t)
+    del tokens
+    manifest = {"format_version": FORMAT_VERSION, "embedding": {"model": "synthetic", "dimension": int(base.shape[1])},
+                "counts": {"documents": len(documents), "chunks": n}, "faiss": dense.describe(faiss_index)}
+    with Timer() as ts:
+        Index(manifest, documents, chunks, vectors, faiss_index, lexical).save(folder)
+    lexical_bytes = sum(p.stat().st_size for p in (folder / "lexical").iterdir())
+    term_max = (folder / "lexical" / "term_max.npy").stat().st_size
+    return {"faiss_build_s": round(tf.s, 1), "bm25_build_s (pre-tokenised)": round(tl.s, 1), "save_s": round(ts.s, 1),
+            "lexical_mb": round(lexical_bytes / 2**20, 1), "lexical_vs_bm25s": round(lexical_bytes / (lexical_bytes - term_max), 3)}
+
+
+def probe(folder: str, qvec_file: str) -> dict:
+    """Run in a fresh process: start-up, memory and latency of serving ``folder``, and recall."""
+    import dataclasses
+
+    import faiss
+
+    from rag.config import RetrievalConfig
+    from rag.index import Index
+    from rag.retrieval import Retriever
+
+    faiss.omp_set_num_threads(1)
+    questions = [q["question"] for q in load_dev_questions()]
+    embedder = FixedQueries(questions, np.load(qvec_file))
+    rss0 = rss_mb()
+    with Timer() as t:
+        index = Index.load(folder)
+        retriever = Retriever([index], embedder, RetrievalConfig())
+        retriever.retrieve(questions[0], top_k=K)
+    rss_loaded = rss_mb()
+
+    def run(r: Retriever) -> tuple[list[list[str]], list[float]]:
+        found, times = [], []
+        for q in questions:
+            start = time.perf_counter()
+            found.append([p.chunk.id for p in r.retrieve(q, top_k=K)])
+            times.append((time.perf_counter() - start) * 1000)
+        return found, times
+
+    _, cold = run(retriever)
+    found, warm = run(retriever)
+    rss_served = rss_mb()
+    before = Retriever([dataclasses.replace(index, lexical=ExhaustiveLexical(index.lexical))], embedder, RetrievalConfig())
+    found_before, t_before = run(before)
+    flat = faiss.IndexFlatIP(index.dimension)
+    flat.add(np.ascontiguousarray(index.vectors, dtype=np.float32))
+    exact = Retriever([dataclasses.replace(index, faiss_index=flat, lexical=ExhaustiveLexical(index.lexical))], embedder, RetrievalConfig())
+    truth, t_exact = run(exact)
+
+    def rec(f: list[list[str]]) -> float:
+        return round(float(np.mean([len(set(a) & set(b)) / max(1, len(b)) for a, b in zip(f, truth)])), 4)
+
+    return {"startup_s": round(t.s, 2), "rss_index_mb": round(rss_loaded - rss0), "rss_after_queries_mb": round(rss_served - rss0),
+            "now": {**percentiles(warm), "cold_p50_ms": percentiles(cold)["p50_ms"], f"recall@{K}": rec(found)},
+            "before": {**percentiles(t_before), f"recall@{K}": rec(found_before)},
+            "exact": {**percentiles(t_exact), f"recall@{K}": 1.0}}
+
+
+def bench_hybrid(sizes: list[int], args) -> list[dict]:
+    import json
+    import shutil
+    import subprocess
+
+    from rag.embedding import Embedder
+    from rag.index import Index
+    from rag.lexical import tokenize
+
+    idx = Index.load(args.index_dir)
+    pool = [tokenize(c.text) for c in idx.chunks]
+    base = np.asarray(idx.vectors, dtype=np.float32)
+    questions = [q["question"] for q in load_dev_questions()]
+    embedder = Embedder()
+    embedder.embed_queries(questions[:2])
+    times, qvecs = [], []
+    for q in questions:
+        start = time.perf_counter()
+        qvecs.append(embedder.embed_queries([q])[0])
+        times.append((time.perf_counter() - start) * 1000)
+    del embedder
+    work = Path(args.work_dir)
+    work.mkdir(parents=True, exist_ok=True)
+    qvec_file = work / "queries.npy"
+    np.save(qvec_file, np.stack(qvecs).astype(np.float32))
+    embed = percentiles(times)
+    print(f"query embedding (apart from retrieval): p50 {embed['p50_ms']} ms, p95 {embed['p95_ms']} ms", flush=True)
+    rows = []
+    for n in sizes:
+        folder = work / f"hybrid-{n}"
+        built = build_synthetic_index(n, pool, base, folder, args.noise)
+        gc.collect()
+        out = subprocess.run([sys.executable, __file__, "--probe", str(folder), "--qvecs", str(qvec_file)],
+                             capture_output=True, text=True, check=True)
+        got = json.loads(out.stdout.strip().splitlines()[-1])
+        for variant, label in (("now", "MaxScore BM25 + IVF (default)"), ("before", "dense-array BM25 + IVF (before)"), ("exact", "exhaustive BM25 + flat (exact)")):
+            r = {"n": n, "retrieve": label, **got[variant]}
+            if variant == "now":
+                r.update(built, startup_s=got["startup_s"], rss_index_mb=got["rss_index_mb"], rss_after_queries_mb=got["rss_after_queries_mb"])
+            rows.append(r)
+            print(table([r]).splitlines()[-1], flush=True)
+        if not args.keep:
+            shutil.rmtree(folder, ignore_errors=True)
+    return rows, embed
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
@@ -235,8 +393,23 @@ def main() -> None:
     ap.add_argument("--bm25-sizes", type=int, nargs="*", default=None, help="default: --sizes")
     ap.add_argument("--index-dir", default="index/default", help="built index whose chunks and vectors seed the synthetic data")
     ap.add_argument("--name", default="retrieval_scale")
+    ap.add_argument("--hybrid-sizes", type=int, nargs="*", default=[], help="RAG.retrieve end to end over saved synthetic indexes of these sizes")
+    ap.add_argument("--work-dir", default="index/bench-hybrid", help="where the synthetic hybrid indexes are written")
+    ap.add_argument("--keep", action="store_true", help="keep the synthetic hybrid indexes")
+    ap.add_argument("--probe", help=argparse.SUPPRESS)
+    ap.add_argument("--qvecs", help=argparse.SUPPRESS)
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
+    if args.probe:
+        import json
+
+        print(json.dumps(probe(args.probe, args.qvecs)))
+        return
+    if args.hybrid_sizes:
+        rows, embed = bench_hybrid(args.hybrid_sizes, args)
+        path = write_results(args.name, rows, query_embedding=embed, settings=vars(args), peak_rss_mb=round(peak_rss_mb()))
+        print("\n## Hybrid (RAG.retrieve, query embedding excluded)\n" + table(rows) + f"\n\nwrote {path}")
+        return
     base = np.load(Path(args.index_dir) / "vectors.npy")
     rows: list[dict] = []
     print(table([{k: None for k in ("data", "n", "index", "param", "build_s", "mem_mb", "mem_vs_flat", "p50_ms", "p95_ms", "recall@10", "recall@10_rerank30")}]).rsplit("\n", 1)[0])

@@ -13,6 +13,7 @@ the corpus size.
 """
 from __future__ import annotations
 
+import functools
 import logging
 import re
 from collections import Counter
@@ -45,6 +46,12 @@ def tokenize(text: str) -> list[str]:
     return [t.lower() for t in _tokenizer().cut_for_search(text) if _WORD.search(t)]
 
 
+@functools.lru_cache(maxsize=256)
+def _query_tokens(query: str) -> tuple[str, ...]:
+    """`tokenize` for queries, cached: one query is searched and then scored on its candidates."""
+    return tuple(tokenize(query))
+
+
 def _term_max(data: np.ndarray, indptr: np.ndarray) -> np.ndarray:
     """Largest score in each token's posting list (0 for empty lists)."""
     out = np.zeros(len(indptr) - 1, dtype=np.float32)
@@ -62,7 +69,8 @@ class LexicalIndex:
             raise ValueError(f"BM25 variant {bm25.method!r} scores chunks without the token; use the default 'lucene'")
         self._bm25 = bm25
         s = bm25.scores
-        self._data, self._indices, self._indptr = s["data"], s["indices"], s["indptr"]
+        # Plain views (of the memory maps, when loaded so): slicing a np.memmap object is slow.
+        self._data, self._indices, self._indptr = (np.asarray(s[k]).view(np.ndarray) for k in ("data", "indices", "indptr"))
         self._term_max = term_max if term_max is not None else _term_max(self._data, self._indptr)
 
     @classmethod
@@ -102,7 +110,7 @@ class LexicalIndex:
 
     def _query_terms(self, query: str) -> tuple[np.ndarray, np.ndarray]:
         """Token ids of the query's in-vocabulary tokens and how often each occurs."""
-        counts = Counter(self._bm25.get_tokens_ids(tokenize(query)))
+        counts = Counter(self._bm25.get_tokens_ids(_query_tokens(query)))
         ids = np.fromiter(counts.keys(), dtype=np.int64, count=len(counts))
         return ids, np.fromiter(counts.values(), dtype=np.float32, count=len(counts))
 

@@ -6,7 +6,7 @@ from typing import Sequence
 
 import numpy as np
 
-from rag import dense
+from rag import dense, textsim
 from rag.config import RetrievalConfig
 from rag.errors import ConfigError
 from rag.index import Index
@@ -85,33 +85,35 @@ class Retriever:
         return self.retrieve_batch([query], top_k)[0]
 
     def _search_one(self, index: Index, query: str, qvec: np.ndarray | None, n_cand: int) -> list[Passage]:
+        vectors = index.vectors.view(np.ndarray)  # a plain view of the memory map: row reads without memmap objects
+
+        def cosine(positions: list[int]) -> dict[int, float]:
+            """Exact cosine from the stored vectors: ANN indexes (IVF-SQ, PQ) only approximate it."""
+            return dict(zip(positions, (vectors[positions] @ qvec[0]).tolist())) if positions else {}
+
         dense_hits: dict[int, float] = {}
         if qvec is not None:
             _, positions = dense.search(index.faiss_index, qvec, n_cand)
-            # Exact cosine from the stored vectors: ANN indexes (IVF-SQ, PQ) only approximate it.
-            dense_hits = {int(p): float(index.vectors[p] @ qvec[0]) for p in positions[0] if p >= 0}
+            dense_hits = cosine([int(p) for p in positions[0] if p >= 0])
         lexical_hits: dict[int, float] = {}
         if self.config.fusion != "dense":
             positions, scores = index.lexical.search(query, n_cand)
-            lexical_hits = {int(p): float(s) for p, s in zip(positions, scores)}
+            lexical_hits = dict(zip(positions.tolist(), scores.tolist()))
+        candidates = sorted(set(dense_hits) | set(lexical_hits))
+        chunks = {p: index.chunks[p] for p in candidates}  # each decoded once (the store reads on demand)
         coverage = None
         if self.config.fusion == "hybrid":
-            candidates = set(dense_hits) | set(lexical_hits)
             # Score every candidate on every signal, so no candidate loses for being missed by one retriever.
             if qvec is not None:
-                dense_hits = {p: float(index.vectors[p] @ qvec[0]) for p in candidates}
-            ordered = sorted(candidates)
-            lexical_hits = dict(zip(ordered, map(float, index.lexical.score_positions(query, ordered))))
+                dense_hits = cosine(candidates)
+            lexical_hits = dict(zip(candidates, index.lexical.score_positions(query, candidates).tolist()))
             core = bigrams(question_core(query))
-            coverage = {p: (len(core & bigrams(index.chunks[p].with_context)) / len(core) if core else 0.0) for p in candidates}
+            coverage = {p: textsim.coverage(core, chunks[p].with_context) for p in candidates}
         fused = fuse(dense_hits, lexical_hits, self.config, coverage)
-        out = []
-        for pos, score in fused.items():
-            d = dense_hits.get(pos)
-            if d is None and qvec is not None:  # exact cosine for lexical-only candidates, for display and refusal
-                d = float(index.vectors[pos] @ qvec[0])
-            out.append(Passage(chunk=index.chunks[pos], score=float(score), dense_score=d, lexical_score=lexical_hits.get(pos)))
-        return out
+        if qvec is not None:  # exact cosine for lexical-only candidates, for display and refusal
+            dense_hits.update(cosine([p for p in fused if p not in dense_hits]))
+        return [Passage(chunk=chunks[pos], score=float(score), dense_score=dense_hits.get(pos), lexical_score=lexical_hits.get(pos))
+                for pos, score in fused.items()]
 
 
 def _dedupe(passages: list[Passage]) -> list[Passage]:

@@ -101,8 +101,8 @@ class JsonlStore(Sequence[T], Generic[T]):
     def _decode(self, i: int) -> T:
         raw = self._map[int(self.offsets[i]) : int(self.offsets[i + 1])]
         try:
-            return from_dict(self.cls, json.loads(raw))
-        except (ValueError, TypeError) as e:
+            return from_dict(self.cls, json.loads(raw.decode("utf-8")))
+        except (ValueError, TypeError) as e:  # UnicodeDecodeError is a ValueError
             raise IndexLoadError(f"{self.path}: record {i} is unreadable ({e}); rebuild the index with `rag index build`") from e
 
     @overload

@@ -23,6 +23,17 @@ def bigrams(text: str) -> set[str]:
     return {t[i : i + 2] for i in range(len(t) - 1)} or ({t} if t else set())
 
 
+def coverage(core: set[str], text: str) -> float:
+    """Share of the bigrams ``core`` found in ``text``: ``len(core & bigrams(text)) / len(core)``,
+    by substring search (no bigram set of ``text`` is built)."""
+    if not core:
+        return 0.0
+    t = content(text)
+    if len(t) < 2 or len(core) == 1:  # one-character texts and cores: compare as sets
+        return len(core & bigrams(t)) / len(core)
+    return sum(b in t for b in core) / len(core)
+
+
 def overlap(part: str, whole_bigrams: set[str]) -> float:
     """Share of ``part``'s bigrams found in ``whole_bigrams`` (0 when ``part`` is empty)."""
     b = bigrams(part)
