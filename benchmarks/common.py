@@ -43,11 +43,13 @@ def machine() -> dict[str, Any]:
     return info
 
 
-def rss_mb() -> float:
-    """Current resident memory of this process in MB."""
+def rss_mb(kind: str = "VmRSS") -> float:
+    """Current resident memory of this process in MB: ``VmRSS`` (all), ``RssAnon``
+    (the process's own memory) or ``RssFile`` (pages of mapped files, page cache the
+    kernel can drop and read again)."""
     try:
         for line in open("/proc/self/status", encoding="utf-8"):
-            if line.startswith("VmRSS:"):
+            if line.startswith(kind + ":"):
                 return int(line.split()[1]) / 1024
     except OSError:
         pass

@@ -299,7 +299,7 @@ def probe(folder: str, qvec_file: str) -> dict:
     faiss.omp_set_num_threads(1)
     questions = [q["question"] for q in load_dev_questions()]
     embedder = FixedQueries(questions, np.load(qvec_file))
-    rss0 = rss_mb()
+    rss0, anon0, file0 = rss_mb(), rss_mb("RssAnon"), rss_mb("RssFile")
     with Timer() as t:
         index = Index.load(folder)
         retriever = Retriever([index], embedder, RetrievalConfig())
@@ -316,7 +316,7 @@ def probe(folder: str, qvec_file: str) -> dict:
 
     _, cold = run(retriever)
     found, warm = run(retriever)
-    rss_served = rss_mb()
+    rss_served, anon, mapped = rss_mb(), rss_mb("RssAnon"), rss_mb("RssFile")
     before = Retriever([dataclasses.replace(index, lexical=ExhaustiveLexical(index.lexical))], embedder, RetrievalConfig())
     found_before, t_before = run(before)
     flat = faiss.IndexFlatIP(index.dimension)
@@ -328,6 +328,7 @@ def probe(folder: str, qvec_file: str) -> dict:
         return round(float(np.mean([len(set(a) & set(b)) / max(1, len(b)) for a, b in zip(f, truth)])), 4)
 
     return {"startup_s": round(t.s, 2), "rss_index_mb": round(rss_loaded - rss0), "rss_after_queries_mb": round(rss_served - rss0),
+            "anon_after_queries_mb": round(anon - anon0), "mapped_files_after_queries_mb": round(mapped - file0),
             "now": {**percentiles(warm), "cold_p50_ms": percentiles(cold)["p50_ms"], f"recall@{K}": rec(found)},
             "before": {**percentiles(t_before), f"recall@{K}": rec(found_before)},
             "exact": {**percentiles(t_exact), f"recall@{K}": 1.0}}
@@ -371,7 +372,7 @@ def bench_hybrid(sizes: list[int], args) -> list[dict]:
         for variant, label in (("now", "MaxScore BM25 + IVF (default)"), ("before", "dense-array BM25 + IVF (before)"), ("exact", "exhaustive BM25 + flat (exact)")):
             r = {"n": n, "retrieve": label, **got[variant]}
             if variant == "now":
-                r.update(built, startup_s=got["startup_s"], rss_index_mb=got["rss_index_mb"], rss_after_queries_mb=got["rss_after_queries_mb"])
+                r.update(built, **{k: got[k] for k in ("startup_s", "rss_index_mb", "rss_after_queries_mb", "anon_after_queries_mb", "mapped_files_after_queries_mb")})
             rows.append(r)
             print(table([r]).splitlines()[-1], flush=True)
         if not args.keep:
