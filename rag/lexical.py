@@ -2,14 +2,15 @@
 
 The index is ``bm25s``'s: per token, a posting list of chunk positions (sorted)
 with each chunk's precomputed BM25 term score, stored column-wise (CSC). Top-k
-search does not score every chunk: it runs MaxScore over the posting lists
-(Turtle & Flood 1995). Query tokens are taken rarest first (highest upper bound
-of their scores); the chunks they hold are scored exactly on every query token
-(binary search in the other lists), and once the upper bounds of the tokens
-not yet taken sum to less than the k-th best exact score so far, no chunk that
-only they hold can enter the top k. The result is the same top k as scoring
-every chunk, at a cost that follows the rare tokens' posting lists rather than
-the corpus size.
+search runs MaxScore over the posting lists (Turtle & Flood 1995) instead of
+summing every list into a score for every chunk. Query tokens are taken highest
+score bound first (rare tokens) and their postings added up; ``theta``, a floor
+for the final k-th best score, comes from the best partial scores (and, before
+a long list would be scanned, from the best chunks' exact scores by binary
+search in the other lists). Once the bounds of the tokens not taken sum to at
+most ``theta``, no chunk that only they hold can enter the top k; the chunks
+that can still reach ``theta`` are finished by binary search. The top k is the
+same as scoring every chunk, and common tokens' long lists are not scanned.
 """
 from __future__ import annotations
 
@@ -116,7 +117,7 @@ class LexicalIndex:
 
     def scores(self, query: str) -> np.ndarray:
         """BM25 score of every chunk (a dense array: use `search` for the top k)."""
-        tokens = self._bm25.get_tokens_ids(tokenize(query))
+        tokens = self._bm25.get_tokens_ids(_query_tokens(query))
         if not tokens:
             return np.zeros(self.size, dtype=np.float32)
         return np.asarray(self._bm25.get_scores(tokens), dtype=np.float32)

@@ -29,7 +29,7 @@ def coverage(core: set[str], text: str) -> float:
     if not core:
         return 0.0
     t = content(text)
-    if len(t) < 2 or len(core) == 1:  # one-character texts and cores: compare as sets
+    if len(t) < 2 or any(len(b) < 2 for b in core):  # a one-character text or core is its own "bigram"
         return len(core & bigrams(t)) / len(core)
     return sum(b in t for b in core) / len(core)
 

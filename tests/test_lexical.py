@@ -98,3 +98,17 @@ def test_a_term_max_file_of_another_vocabulary_is_refused(tmp_path, corpus_index
     np.save(tmp_path / "lex" / lexical.TERM_MAX_FILE, np.ones(3, dtype=np.float32))
     with pytest.raises(ValueError, match="vocabulary"):
         LexicalIndex.load(tmp_path / "lex")
+
+
+def test_coverage_by_substring_search_equals_the_bigram_set_formula() -> None:
+    import random
+
+    from rag.textsim import bigrams, coverage
+
+    rng = random.Random(0)
+    chars = "社会组织武汉捐款红十字会a1"
+    for _ in range(5000):
+        q = "".join(rng.choice(chars) for _ in range(rng.randint(0, 6)))
+        t = "".join(rng.choice(chars + "，。 ") for _ in range(rng.randint(0, 12)))
+        core = bigrams(q)
+        assert coverage(core, t) == (len(core & bigrams(t)) / len(core) if core else 0.0), (q, t)
