@@ -120,10 +120,16 @@ class Answerer:
             return
         pieces: list[str] = []
         log_probs: list[float] = []
+        usage: dict[str, int] = {}
         first = None
-        # Only engines that report token probabilities take log_probs (a generator of one's own may not).
-        stream = gen.stream(standalone, passages, log_probs=log_probs) if getattr(gen, "token_log_probs", False) \
-            else gen.stream(standalone, passages)
+        # Only engines that report token probabilities take log_probs, and only engines that
+        # count tokens take usage (a generator of one's own may do neither).
+        extra: dict = {}
+        if getattr(gen, "token_log_probs", False):
+            extra["log_probs"] = log_probs
+        if getattr(gen, "reports_usage", False):
+            extra["usage"] = usage
+        stream = gen.stream(standalone, passages, **extra)
         for piece in stream:
             if first is None:
                 first = time.perf_counter()
@@ -140,7 +146,7 @@ class Answerer:
         logger.debug("raw answer %r -> %r (refused=%s, score=%.3f)", raw, verdict.text, verdict.refused, verdict.score)
         yield Answer(text=verdict.text, citations=verdict.citations, refused=verdict.refused, timings=timings, raw=raw,
                      score=verdict.score, candidate=verdict.candidate, refusal_reason=verdict.reason,
-                     signals=dict(verdict.signals), **base)
+                     signals=dict(verdict.signals), usage=usage, **base)
 
 
 def _resolve(model: str) -> str:

@@ -153,3 +153,6 @@ class Answer:
     refusal_reason: str = ""
     #: The answer check's signals (rag.verify.answerability.FEATURES).
     signals: dict[str, float] = field(default_factory=dict)
+    #: Tokens the generator read and wrote: ``prompt_tokens`` and ``completion_tokens``
+    #: (empty when no model ran: a refusal before generation, or the extractive backend).
+    usage: dict[str, int] = field(default_factory=dict)

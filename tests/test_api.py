@@ -52,6 +52,44 @@ def test_streaming_sends_drafts_then_the_verified_text_and_citations(api) -> Non
     assert all(ch.id == chunks[0].id for ch in chunks)
 
 
+class CountingGenerator(ScriptedGenerator):
+    """Reports usage as an engine does: the question's characters as prompt tokens, one token per piece."""
+
+    reports_usage = True
+
+    def stream(self, question, passages, usage=None):
+        usage.update(prompt_tokens=len(question), completion_tokens=0)
+        for piece in super().stream(question, passages):
+            usage["completion_tokens"] += 1
+            yield piece
+
+
+def test_usage_carries_the_generators_token_counts(api) -> None:
+    url, rag = api
+    raw = "腾讯基金会计划出资3亿元[1]。"  # 15 characters: 8 pieces of two
+    install_generator(rag, CountingGenerator(raw, raw, raw, raw))
+    messages = [{"role": "user", "content": QUESTION}]
+    expected = {"prompt_tokens": len(QUESTION), "completion_tokens": 8, "total_tokens": len(QUESTION) + 8}
+    resp = client(url).chat.completions.create(model="default", messages=messages)
+    assert resp.usage.model_dump(include=set(expected)) == expected
+
+    # Streamed: OpenAI's stream_options.include_usage adds one last chunk with no choices.
+    chunks = list(client(url).chat.completions.create(model="default", messages=messages, stream=True,
+                                                      stream_options={"include_usage": True}))
+    assert chunks[-1].choices == [] and chunks[-1].usage.model_dump(include=set(expected)) == expected
+    assert all(ch.usage is None for ch in chunks[:-1]) and chunks[-2].choices[0].finish_reason == "stop"
+    plain = list(client(url).chat.completions.create(model="default", messages=messages, stream=True))
+    assert plain[-1].choices[0].finish_reason == "stop" and all(ch.usage is None for ch in plain)
+
+    body = httpx.post(url + "/v1/ask", json={"question": QUESTION}, timeout=30).json()
+    assert body["usage"] == {"prompt_tokens": len(QUESTION), "completion_tokens": 8}
+
+    # Refused before any generation: no model ran, so nothing was counted.
+    off = client(url).chat.completions.create(model="default", messages=[{"role": "user", "content": "火星的首都在哪里？"}])
+    assert off.refused is True
+    assert off.usage.model_dump(include=set(expected)) == {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
+
+
 def test_stream_ends_with_done_on_the_wire(api) -> None:
     url, rag = api
     install_generator(rag, ScriptedGenerator("腾讯基金会计划出资3亿元[1]。"))

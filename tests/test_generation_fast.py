@@ -121,6 +121,25 @@ def test_stream_reports_the_log_probability_of_each_picked_token(tiny_qwen, cach
     assert all(floor <= lp <= 1e-6 for lp in log_probs), log_probs
 
 
+@pytest.mark.parametrize("engine", ["ctranslate2", "transformers"])
+def test_stream_counts_the_prompt_and_completion_tokens(tiny_qwen, cache, engine):
+    from transformers import AutoTokenizer
+
+    generator = build_generator("causal", str(tiny_qwen), engine=engine, max_new_tokens=6)
+    assert generator.reports_usage
+    docs = [passage(1, TEXT, "腾讯")]
+    usage: dict[str, int] = {}
+    log_probs: list[float] = []
+    text = "".join(generator.stream("腾讯基金会计划出资多少？", docs, log_probs=log_probs, usage=usage))
+    # The prompt as the model's own tokenizer renders the chat, counted apart from the engine.
+    tokenizer = AutoTokenizer.from_pretrained(str(tiny_qwen))
+    rendered = tokenizer.apply_chat_template(generator.messages("腾讯基金会计划出资多少？", docs),
+                                             add_generation_prompt=True, tokenize=False)
+    assert usage["prompt_tokens"] == len(tokenizer(rendered, add_special_tokens=False)["input_ids"]) > 50
+    # One log-probability per picked token: the same count, from the engine's other output.
+    assert usage["completion_tokens"] == len(log_probs) and 1 <= len(log_probs) <= 6, (usage, text)
+
+
 # --- the real Qwen2.5-Coder-0.5B, converted from the provisioned folder ---------------------
 
 

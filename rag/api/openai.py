@@ -43,6 +43,12 @@ class ChatMessage(BaseModel):
     content: str | list[dict[str, Any]] | None = None
 
 
+class StreamOptions(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    include_usage: bool = Field(False, description="Send the token counts in a last chunk with no choices.")
+
+
 class ChatRequest(BaseModel):
     """OpenAI Chat Completions request; unknown fields are accepted and ignored."""
 
@@ -52,6 +58,7 @@ class ChatRequest(BaseModel):
     messages: list[ChatMessage] = Field(min_length=1)
     stream: bool = False
     top_k: int | None = Field(None, ge=1, le=50, description="Passages to retrieve (extension; default: the config).")
+    stream_options: StreamOptions | None = None
 
 
 def message_text(message: ChatMessage) -> str:
@@ -85,9 +92,15 @@ def completion_json(answer: Answer, model: str, cid: str) -> dict:
     return {
         "id": cid, "object": "chat.completion", "created": int(time.time()), "model": model,
         "choices": [{"index": 0, "message": {"role": "assistant", "content": answer.text}, "finish_reason": "stop"}],
-        "usage": {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0},
+        "usage": usage_json(answer),
         **answer_extras(answer),
     }
+
+
+def usage_json(answer: Answer) -> dict:
+    """OpenAI's token counts: the generator's, or zeros where no model ran (a refusal before generation)."""
+    prompt, completion = answer.usage.get("prompt_tokens", 0), answer.usage.get("completion_tokens", 0)
+    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
 
 
 def answer_extras(answer: Answer) -> dict:
@@ -110,22 +123,30 @@ class AnswerStream(StreamingResponse):
             self.run.stop()
 
 
-def _chunk(cid: str, model: str, delta: dict, finish: str | None = None, **extra) -> str:
+def _chunk(cid: str, model: str, delta: dict | None, finish: str | None = None, **extra) -> str:
+    """One SSE event; ``delta`` None gives the usage chunk, whose ``choices`` is empty."""
+    choices = [] if delta is None else [{"index": 0, "delta": delta, "finish_reason": finish}]
     body = {"id": cid, "object": "chat.completion.chunk", "created": int(time.time()), "model": model,
-            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}], **extra}
+            "choices": choices, **extra}
     return f"data: {json.dumps(body, ensure_ascii=False)}\n\n"
 
 
-async def _sse(first: str | Answer, events: AsyncIterator[str | Answer], model: str, cid: str) -> AsyncIterator[str]:
-    yield _chunk(cid, model, {"role": "assistant", "content": ""})
+async def _sse(first: str | Answer, events: AsyncIterator[str | Answer], model: str, cid: str,
+               include_usage: bool = False) -> AsyncIterator[str]:
+    # As OpenAI: with stream_options.include_usage every chunk has "usage": null, and one
+    # more chunk with no choices carries the counts before [DONE].
+    usage = {"usage": None} if include_usage else {}
+    yield _chunk(cid, model, {"role": "assistant", "content": ""}, **usage)
     item = first
     try:
         while True:
             if isinstance(item, Answer):
-                yield _chunk(cid, model, {"content": item.text})
-                yield _chunk(cid, model, {}, "stop", **answer_extras(item))
+                yield _chunk(cid, model, {"content": item.text}, **usage)
+                yield _chunk(cid, model, {}, "stop", **answer_extras(item), **usage)
+                if include_usage:
+                    yield _chunk(cid, model, None, usage=usage_json(item))
                 break
-            yield _chunk(cid, model, {"draft": item})
+            yield _chunk(cid, model, {"draft": item}, **usage)
             item = await events.__anext__()
     except RagError as e:  # after the headers: the error goes in the stream, as OpenAI does
         error = {"message": str(e), "type": "server_error" if rag_status(e) >= 500 else "invalid_request_error",
@@ -150,7 +171,8 @@ async def chat_completions(body: ChatRequest, request: Request):
     except BaseException:
         run.stop()
         raise
-    return AnswerStream(run, _sse(first, events, body.model, cid), media_type="text/event-stream",
+    include_usage = bool(body.stream_options and body.stream_options.include_usage)
+    return AnswerStream(run, _sse(first, events, body.model, cid, include_usage), media_type="text/event-stream",
                         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
 

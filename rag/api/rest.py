@@ -73,6 +73,7 @@ async def ask(body: AskRequest, request: Request):
         "refused": answer.refused, "refusal_reason": answer.refusal_reason, "score": answer.score,
         "citations": citations_json(answer), "passages": [passage_json(p, i) for i, p in enumerate(answer.passages, 1)],
         "backend": answer.backend, "notice": answer.notice, "timings": answer.timings,
+        "usage": dict(answer.usage),
     }
 
 

@@ -35,6 +35,9 @@ class Generator(ABC):
     #: True when :meth:`stream_complete` takes ``log_probs``, a list it fills with the
     #: log-probability of every token it picks (a signal of the answer check).
     token_log_probs = False
+    #: True when :meth:`stream_complete` takes ``usage``, a dict it fills with
+    #: ``prompt_tokens`` and ``completion_tokens`` (the counts OpenAI clients read).
+    reports_usage = False
 
     def __init__(self, max_prompt_chars: int = DEFAULT_MAX_PROMPT_CHARS, prompt_passages: int | None = None,
                  prompt_focus: int = 0, prompt_style: str = "short") -> None:
@@ -51,17 +54,22 @@ class Generator(ABC):
         """Answer ``question`` from ``passages``, citing them as ``[n]``."""
         return self.complete(self.messages(question, passages))
 
-    def stream(self, question: str, passages: Sequence[Passage], log_probs: list[float] | None = None) -> Iterator[str]:
+    def stream(self, question: str, passages: Sequence[Passage], log_probs: list[float] | None = None,
+               usage: dict[str, int] | None = None) -> Iterator[str]:
         """Like :meth:`generate`, yielding text pieces as they are decoded.
 
         ``log_probs``, where given and the engine reports them, receives the
-        log-probability of each token picked (complete once the stream ends).
+        log-probability of each token picked; ``usage``, where given and the engine
+        counts tokens, receives ``prompt_tokens`` and ``completion_tokens``. Both are
+        complete once the stream ends.
         """
         messages = self.messages(question, passages)
+        extra: dict[str, Any] = {}
         if log_probs is not None and self.token_log_probs:
-            yield from self.stream_complete(messages, log_probs=log_probs)
-        else:
-            yield from self.stream_complete(messages)
+            extra["log_probs"] = log_probs
+        if usage is not None and self.reports_usage:
+            extra["usage"] = usage
+        yield from self.stream_complete(messages, **extra)
 
     def messages(self, question: str, passages: Sequence[Passage]) -> Messages:
         return build_messages(question, passages[: self.prompt_passages], self.max_prompt_chars, self.prompt_focus, self.prompt_style)

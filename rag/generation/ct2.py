@@ -107,9 +107,13 @@ class CTranslate2Generator(FittedPromptGenerator):
         logger.info("loaded CTranslate2 %s model %s (input limit %d tokens)", compute_type, path, self.max_input_tokens)
 
     token_log_probs = True
+    reports_usage = True
 
-    def stream_complete(self, messages: Messages, log_probs: list[float] | None = None) -> Iterator[str]:
+    def stream_complete(self, messages: Messages, log_probs: list[float] | None = None,
+                        usage: dict[str, int] | None = None) -> Iterator[str]:
         ids = self._checked_ids(messages)  # the limit counts the system turn too
+        if usage is not None:
+            usage.update(prompt_tokens=len(ids), completion_tokens=0)
         tokens = self.tokenizer.convert_ids_to_tokens(ids)
         static = self._static_length(messages, ids) if self.cache_system_prompt else 0
         # Safe from several threads: CTranslate2 guards its static-prompt cache with a mutex and
@@ -119,7 +123,7 @@ class CTranslate2Generator(FittedPromptGenerator):
             return_log_prob=log_probs is not None, static_prompt=tokens[:static] or None, cache_static_prompt=True,
         )
         try:
-            yield from lstrip_first(self._pieces(steps, log_probs))
+            yield from lstrip_first(self._pieces(steps, log_probs, usage))
         except (RuntimeError, ValueError) as e:
             raise ModelError(f"CTranslate2 generation failed: {e}") from e
         finally:
@@ -143,13 +147,16 @@ class CTranslate2Generator(FittedPromptGenerator):
         # The rest keeps at least one token: decoding starts from it.
         return len(prefix) if len(prefix) < len(ids) and ids[: len(prefix)] == prefix else 0
 
-    def _pieces(self, steps: Iterator[Any], log_probs: list[float] | None = None) -> Iterator[str]:
+    def _pieces(self, steps: Iterator[Any], log_probs: list[float] | None = None,
+                usage: dict[str, int] | None = None) -> Iterator[str]:
         new: list[int] = []
         shown = ""
         for step in steps:
             if step.token_id in self._stop_ids:
                 break
             new.append(step.token_id)
+            if usage is not None:
+                usage["completion_tokens"] = len(new)
             if log_probs is not None and step.log_prob is not None:
                 log_probs.append(step.log_prob)
             text = self.tokenizer.decode(new, skip_special_tokens=True)

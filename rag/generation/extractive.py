@@ -47,7 +47,8 @@ class ExtractiveGenerator(Generator):
         best = sorted(scored)[: self.max_sentences]
         return "".join(_cite(sentence, number) for _, number, _, sentence in sorted(best, key=lambda s: s[1:3]))
 
-    def stream(self, question: str, passages: Sequence[Passage], log_probs: list[float] | None = None) -> Iterator[str]:
+    def stream(self, question: str, passages: Sequence[Passage], log_probs: list[float] | None = None,
+               usage: dict[str, int] | None = None) -> Iterator[str]:
         yield self.generate(question, passages)
 
     def complete(self, messages: Messages) -> str:

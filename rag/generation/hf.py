@@ -83,8 +83,10 @@ class _TransformersGenerator(Generator):
         return self.tokenizer.decode(new_tokens, skip_special_tokens=True).strip()
 
     token_log_probs = True
+    reports_usage = True
 
-    def stream_complete(self, messages: Messages, log_probs: list[float] | None = None) -> Iterator[str]:
+    def stream_complete(self, messages: Messages, log_probs: list[float] | None = None,
+                        usage: dict[str, int] | None = None) -> Iterator[str]:
         from transformers import StoppingCriteria, TextIteratorStreamer
 
         class _Cancelled(StoppingCriteria):
@@ -94,6 +96,8 @@ class _TransformersGenerator(Generator):
                 return torch.full((input_ids.shape[0],), cancel.is_set(), dtype=torch.bool)
 
         inputs = self._checked_inputs(messages)
+        if usage is not None:
+            usage.update(prompt_tokens=int(inputs["input_ids"].shape[1]), completion_tokens=0)
         streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
         cancel = threading.Event()
         errors: list[BaseException] = []
@@ -101,7 +105,7 @@ class _TransformersGenerator(Generator):
         def work() -> None:
             try:
                 if log_probs is None:
-                    self._run(inputs, streamer=streamer, stopping_criteria=[_Cancelled()])
+                    sequences = self._run(inputs, streamer=streamer, stopping_criteria=[_Cancelled()])
                 else:
                     # In the generation config, not as keyword arguments: transformers then rebuilds
                     # the config from the checkpoint's defaults (sampling, for Qwen).
@@ -109,6 +113,9 @@ class _TransformersGenerator(Generator):
                     config.update(output_scores=True, return_dict_in_generate=True)
                     out = self._run(inputs, streamer=streamer, stopping_criteria=[_Cancelled()], generation_config=config)
                     log_probs.extend(self._log_probs(inputs, out))
+                    sequences = out.sequences
+                if usage is not None:
+                    usage["completion_tokens"] = len(self._new_tokens(inputs, sequences))
             except BaseException as e:  # re-raised in the consuming thread below
                 errors.append(e)
                 streamer.end()
@@ -127,16 +134,21 @@ class _TransformersGenerator(Generator):
         """Log-probabilities of the tokens greedy decoding picked (end-of-turn tokens excluded)."""
         import torch
 
-        new = out.sequences[0, self._prompt_length(inputs) :]
+        return [float(torch.log_softmax(scores[0].float(), dim=-1)[token])
+                for token, scores in zip(self._new_tokens(inputs, out.sequences), out.scores)]
+
+    def _new_tokens(self, inputs: dict[str, Any], sequences: Any) -> list[int]:
+        """The token ids greedy decoding picked, up to the first end-of-turn token."""
+        new = sequences[0, self._prompt_length(inputs) :]
         if self._prompt_length(inputs) == 0:  # an encoder-decoder's output starts with its start token
             new = new[1:]
-        stops = set(self._generation_config.eos_token_id if isinstance(self._generation_config.eos_token_id, list)
-                    else [self._generation_config.eos_token_id])
+        eos = self._generation_config.eos_token_id
+        stops = set(eos if isinstance(eos, list) else [eos])
         picked = []
-        for token, scores in zip(new.tolist(), out.scores):
+        for token in new.tolist():
             if token in stops:
                 break
-            picked.append(float(torch.log_softmax(scores[0].float(), dim=-1)[token]))
+            picked.append(token)
         return picked
 
     def _checked_inputs(self, messages: Messages) -> dict[str, Any]:

@@ -95,8 +95,12 @@ class LlamaCppGenerator(FittedPromptGenerator):
         self.max_input_tokens = max_input_tokens or self.model.n_ctx() - max_new_tokens
         logger.info("loaded llama.cpp model %s (%d threads, input limit %d tokens)", path, n_threads, self.max_input_tokens)
 
-    def stream_complete(self, messages: Messages) -> Iterator[str]:
+    reports_usage = True
+
+    def stream_complete(self, messages: Messages, usage: dict[str, int] | None = None) -> Iterator[str]:
         ids = self._checked_ids(messages)
+        if usage is not None:
+            usage.update(prompt_tokens=len(ids), completion_tokens=0)
         with self._lock:
             # Forget the previous prompt: a reused prefix is evaluated in other batch
             # shapes, which can change a greedy answer by rounding.
@@ -105,11 +109,16 @@ class LlamaCppGenerator(FittedPromptGenerator):
                 ids, max_tokens=self.max_new_tokens, temperature=0.0, top_k=1, repeat_penalty=1.0, stream=True
             )
             try:
-                yield from lstrip_first(part["choices"][0]["text"] for part in parts)
+                text = ""
+                for piece in lstrip_first(part["choices"][0]["text"] for part in parts):
+                    text += piece
+                    yield piece
             except (RuntimeError, ValueError) as e:
                 raise ModelError(f"llama.cpp generation failed: {e}") from e
             finally:
                 parts.close()  # a consumer that stops early also stops the decoding
+                if usage is not None:  # streamed parts can hold several tokens: count the text
+                    usage["completion_tokens"] = len(self.model.tokenize(text.encode("utf-8"), add_bos=False, special=False))
 
     def _encode(self, messages: Messages) -> list[int]:
         # As llama-cpp-python's own chat handler: the template writes any BOS itself.
