@@ -13,11 +13,15 @@ Writes benchmarks/results/answer_check_models.json.
 from __future__ import annotations
 
 import math
+import sys
+from pathlib import Path
 from typing import Callable, Sequence
 
-from benchmarks.common import table, write_results
 from rag.verify.answerability import load_model
 from rag.verify.fit import FEATURES, Row, _mean_utility, fit, read_rows
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import table, write_results  # noqa: E402
 
 TUNE = [("default", "eval/runs/t-base-default"), ("default", "eval/runs/t-tf-default"), ("cmrc", "eval/runs/t-base-cmrc"),
         ("cmrc", "eval/runs/t-tf-cmrc"), ("cmrc", "eval/runs/t-base-cmrc-rest")]
