@@ -29,7 +29,7 @@ import shutil
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -224,7 +224,8 @@ def _config_for(manifest: dict, config: Config | None) -> Config:
 
 def add(name: str, paths: Iterable[str | Path], config: Config | None = None,
         embedder_factory: Callable[[], object] | None = None, root: str | Path | None = None,
-        reserved_ids: Iterable[str] = (), on_file: Callable[[Path, int, int], None] | None = None) -> list[FileChange]:
+        reserved_ids: Iterable[str] = (), on_file: Callable[[Path, int, int], None] | None = None,
+        read: Mapping[str, Sequence[Document]] | None = None) -> list[FileChange]:
     """Add files (or folders of them) to KB ``name``; a changed file replaces its previous version.
 
     ``reserved_ids``: ids taken elsewhere (e.g. by indexes searched together with this KB);
@@ -234,6 +235,11 @@ def add(name: str, paths: Iterable[str | Path], config: Config | None = None,
 
     Only chunks never embedded before under this model are embedded; an unchanged file is
     reported "unchanged" and costs nothing. All files are read before the KB is touched.
+
+    ``read``: documents the caller already read from some of the files, by resolved path
+    (with `rag.corpus.load_documents`, these ``reserved_ids`` and the KB's corpus settings),
+    so a file parsed to validate it is not parsed (OCR'd) again. Their ``source`` is set
+    to the path.
     """
     folder = require(name, root)
     reserved_ids = set(reserved_ids)
@@ -257,13 +263,16 @@ def add(name: str, paths: Iterable[str | Path], config: Config | None = None,
             gone = set(entry["docs"]) if entry else set()
             replaced |= gone
             docs = [d for d in docs if d.id not in gone]
-            read = load_documents([path], config.corpus.csv_text_column, config.corpus.max_file_bytes,
-                                  reserved_ids=reserved_ids)
-            read = _unique_ids(read, set(alias_map(docs)), key)
-            docs.extend(read)
-            new_docs.extend(read)
-            kb_files[key] = {"sha256": digest, "docs": [d.id for d in read], "added": _now()}
-            changes.append(FileChange(key, "updated" if entry else "added", len(read)))
+            if read is not None and key in read:
+                got = [dataclasses.replace(d, source=key) for d in read[key]]
+            else:
+                got = load_documents([path], config.corpus.csv_text_column, config.corpus.max_file_bytes,
+                                     reserved_ids=reserved_ids)
+            got = _unique_ids(got, set(alias_map(docs)), key)
+            docs.extend(got)
+            new_docs.extend(got)
+            kb_files[key] = {"sha256": digest, "docs": [d.id for d in got], "added": _now()}
+            changes.append(FileChange(key, "updated" if entry else "added", len(got)))
         if not new_docs:
             return changes
         new_ids = {d.id for d in new_docs}

@@ -9,6 +9,7 @@ import html
 import json
 import re
 import socket
+from pathlib import Path
 
 import pytest
 
@@ -168,6 +169,28 @@ def test_upload_is_indexed_and_searched_with_the_corpus(rag, tmp_path) -> None:
     assert not any((tmp_path / "user" / "staging").iterdir())
     assert rag.retrieve("问源测试公司的吉祥物叫什么？", top_k=1)[0].doc_id == "我的笔记"
     assert rag.retrieve("腾讯基金会计划出资多少？", top_k=1)[0].doc_id == "doc-001"
+
+
+def test_each_upload_is_read_once(rag, tmp_path, monkeypatch) -> None:
+    """Validation parses a file and the KB keeps that parse: a scanned PDF is not OCR'd twice."""
+    import rag.corpus as corpus
+    from rag import kb
+
+    reads: list[str] = []
+    real = corpus.read_raw
+
+    def counted(path, *args, **kwargs):
+        reads.append(Path(path).name)
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(corpus, "read_raw", counted)
+    docs = UserDocuments(rag, tmp_path / "user")
+    docs.add(_two_uploads(tmp_path))
+    assert sorted(reads) == ["farm.md", "吉祥物.txt"]
+    # The documents name the kept file, not the staging copy they were parsed from.
+    sources = sorted(d.source for d in kb.documents("uploads", tmp_path / "user"))
+    assert sources == sorted(str(p.resolve()) for p in docs.files())
+    assert rag.retrieve("星河农场的南瓜节门票多少钱？", top_k=1)[0].doc_id == "farm"
 
 
 def test_bad_upload_keeps_nothing_and_the_previous_index(rag, tmp_path) -> None:

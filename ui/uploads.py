@@ -137,12 +137,14 @@ class UserDocuments:
             backup = staging / "previous"
             moved: list[str] = []
             n = len(named)
+            read: dict[str, list] = {}  # what validation parsed, handed to the KB: each file is read (OCR'd) once
+            reserved = self._reserved_ids()
             try:
                 for i, (name, src) in enumerate(named.items()):
                     # Reading is the slow part (a scanned PDF page goes through OCR), so one step per file.
                     report(0.05 + 0.45 * i / n, f"读取第 {i + 1}/{n} 个文件：{name}{_slow_hint(name)}")
                     shutil.copyfile(src, staging / name)
-                    self._check_one(staging / name, staging)
+                    read[str((self.files_dir / name).resolve())] = self._check_one(staging / name, staging, reserved)
                 report(0.5, "建立索引（新段落需要计算向量）")
                 self._ensure_kb()
                 self.files_dir.mkdir(parents=True, exist_ok=True)
@@ -156,6 +158,7 @@ class UserDocuments:
                     changes = self._kb_add(
                         [self.files_dir / name for name in named],
                         lambda path, i, total: report(0.5 + 0.4 * i / total, f"建立索引：第 {i + 1}/{total} 个文件 {path.name}"),
+                        read, reserved,
                     )
                 except BaseException as e:
                     for name in moved:  # put files/ back as it was; the KB did not change
@@ -215,10 +218,14 @@ class UserDocuments:
         if not (self.index_dir / "manifest.json").exists():
             kb.create(KB_NAME, self.data_dir, self.rag.config)
 
-    def _kb_add(self, paths: list[Path], on_file: Callable[[Path, int, int], None] | None = None) -> list[kb.FileChange]:
-        base_ids = {i for index in self.rag.indexes for i in alias_map(index.documents)}
+    def _reserved_ids(self) -> set[str]:
+        """Ids of the documents searched beside the user KB: an upload claiming one is renamed."""
+        return {i for index in self.rag.indexes for i in alias_map(index.documents)}
+
+    def _kb_add(self, paths: list[Path], on_file: Callable[[Path, int, int], None] | None = None,
+                read: dict[str, list] | None = None, reserved: set[str] | None = None) -> list[kb.FileChange]:
         return kb.add(KB_NAME, paths, self.rag.config, lambda: self.rag.embedder, self.data_dir,
-                      reserved_ids=base_ids, on_file=on_file)
+                      reserved_ids=self._reserved_ids() if reserved is None else reserved, on_file=on_file, read=read)
 
     def _serve(self) -> None:
         """Make the RAG search the KB's current version (or nothing, when it is empty)."""
@@ -250,10 +257,11 @@ class UserDocuments:
             raise UploadError(f"我的文档最多 {self.max_files} 个文件，这次上传后会有 {total} 个；请减少文件数量。")
         return named
 
-    def _check_one(self, path: Path, staging: Path) -> None:
-        """Parse one file alone so an error names it before anything is embedded."""
+    def _check_one(self, path: Path, staging: Path, reserved: set[str]) -> list:
+        """Parse one file alone so an error names it before anything is embedded; its documents."""
         try:
-            load_documents([path], self.rag.config.corpus.csv_text_column, self.max_file_bytes)
+            return load_documents([path], self.rag.config.corpus.csv_text_column, self.max_file_bytes,
+                                  reserved_ids=reserved)
         except CorpusError as e:
             raise UploadError(f"文件 {path.name} 无法使用：{_strip_dir(str(e), staging)}") from e
 
