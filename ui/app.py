@@ -58,6 +58,7 @@ def build_app(
     examples: Sequence[str] = DEFAULT_EXAMPLES,
     default_backend: str | None = None,
     default_top_k: int | None = None,
+    knowledge_bases=None,
 ) -> gr.Blocks:
     """Build the chat UI around a loaded `RAG`.
 
@@ -67,6 +68,8 @@ def build_app(
             the app writes nothing outside it.
         examples: example questions shown under the chat.
         default_backend, default_top_k: initial settings (default: the rag config).
+        knowledge_bases: the knowledge bases a user may choose to search (`ui.server.KBChoices`:
+            ``names()``, ``default`` and ``rag(names)``); None: only ``rag``'s, with no chooser.
     """
     backends = backends_for(rag)
     backend0 = default_backend or rag.config.generation.backend
@@ -75,7 +78,8 @@ def build_app(
     top_k0 = int(default_top_k or rag.config.retrieval.top_k)
     user_docs = UserDocuments(rag, data_dir or default_data_dir())
 
-    def answer_stream(message: str, chat: list, pairs: list, top_k: float, backend: str, show_scores: bool):
+    def answer_stream(message: str, chat: list, pairs: list, top_k: float, backend: str, show_scores: bool,
+                      kbs: list[str] | None = None):
         """Stream one answer into the chat, then render its sources."""
         chat = list(chat or [])
         pairs = list(pairs or [])
@@ -85,7 +89,7 @@ def build_app(
         answer: Answer | None = None
         pieces: list[str] = []
         try:
-            for item in rag.ask_stream(message or "", history=pairs, top_k=int(top_k), backend=backend):
+            for item in chosen(kbs).ask_stream(message or "", history=pairs, top_k=int(top_k), backend=backend):
                 if isinstance(item, Answer):
                     answer = item
                     break
@@ -104,16 +108,21 @@ def build_app(
         pairs.append((answer.question, answer.text))
         yield chat, "", pairs, sources_html(answer), passages_html(answer, show_scores), answer
 
-    def ask(question: str, top_k: int = top_k0, backend: str = backend0) -> dict[str, Any]:
+    def chosen(kbs: list[str] | None):
+        """The RAG searching the chosen knowledge bases (the served one when there is no choice)."""
+        return rag if knowledge_bases is None or kbs is None else knowledge_bases.rag(kbs)
+
+    def ask(question: str, top_k: int = top_k0, backend: str = backend0, kbs: list[str] | None = None) -> dict[str, Any]:
         """Answer one question with cited passages (or a refusal).
 
+        ``kbs``: the knowledge bases to search (default: the served one).
         Returns a dict: answer, refused, citations (marker, doc_id, chunk_id,
         quote, start, end), passages, backend, notice, timings.
         """
         if backend not in backends:
             raise gr.Error(f"未知的生成方式 {backend!r}；可选：{', '.join(backends)}")
         try:
-            answer = rag.ask(question, top_k=max(1, min(MAX_TOP_K, int(top_k))), backend=backend)
+            answer = chosen(kbs).ask(question, top_k=max(1, min(MAX_TOP_K, int(top_k))), backend=backend)
         except RagError as e:
             raise gr.Error(str(e), print_exception=False) from e
         return answer_payload(answer)
@@ -144,6 +153,13 @@ def build_app(
                 new_chat = gr.Button("新对话（清空记录）", size="sm", elem_id="wy-clear")
                 gr.Examples([[q] for q in examples], inputs=[question], label="示例问题")
             with gr.Column(scale=2, min_width=300):
+                if knowledge_bases is not None:
+                    kbs = gr.CheckboxGroup(
+                        knowledge_bases.names(), value=list(knowledge_bases.default), label="检索的知识库",
+                        info="可多选；我的文档总会一起检索。", elem_id="wy-kbs",
+                    )
+                else:
+                    kbs = gr.State(None)
                 gr.Markdown("#### 来源")
                 sources = gr.HTML(sources_html(None), elem_id="wy-sources")
                 with gr.Accordion("检索到的全部段落与用时", open=False, elem_id="wy-passages-box"):
@@ -159,7 +175,7 @@ def build_app(
 
         chat_io = dict(
             fn=answer_stream,
-            inputs=[question, chatbot, pairs, top_k, backend, show_scores],
+            inputs=[question, chatbot, pairs, top_k, backend, show_scores, kbs],
             outputs=[chatbot, question, pairs, sources, passages, last_answer],
             concurrency_limit=CONCURRENCY, concurrency_id="rag", api_visibility="private",
         )
@@ -171,6 +187,10 @@ def build_app(
         show_scores.change(
             lambda a, s: passages_html(a, s), [last_answer, show_scores], passages, api_visibility="private", queue=False
         )
+        if knowledge_bases is not None:
+            # Fresh names on every page load: a KB may have been created or deleted since.
+            demo.load(lambda: gr.CheckboxGroup(choices=knowledge_bases.names()), None, kbs,
+                      api_visibility="private", queue=False)
         gr.api(ask, api_name="ask", concurrency_limit=CONCURRENCY, concurrency_id="rag")
     demo.queue(default_concurrency_limit=CONCURRENCY, max_size=64)
     demo.user_documents = user_docs  # for `rag serve` (restore at start) and tests

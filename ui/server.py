@@ -21,7 +21,7 @@ import uvicorn
 from rag.api.app import create_app
 from rag.api.deps import ApiError
 from rag.api.queue import gated
-from rag.errors import IndexLoadError
+from rag.errors import IndexLoadError, QuestionError
 from ui.app import build_app
 from ui.theme import CSS, HEAD, theme
 from ui.uploads import MAX_FILE_BYTES
@@ -40,13 +40,51 @@ def build_server(rag, data_dir: str | Path | None = None, default_backend: str |
         # The UI's answers wait for the API's answer slots (after the UI's own Gradio queue).
         # Each UI question uses the served KB as the API's registry holds it now: a document
         # added or removed through the API is what the UI searches next.
-        demo = build_app(gated(rag, app.state.api.gate, _current(app.state.api.kbs)), data_dir=data_dir,
-                         default_backend=default_backend)
+        served = gated(rag, app.state.api.gate, _current(app.state.api.kbs))
+        demo = build_app(served, data_dir=data_dir, default_backend=default_backend,
+                         knowledge_bases=KBChoices(served, app.state.api.kbs))
         app.state.demo = demo
         # Routes added before the mount win, so /v1, /healthz and /docs stay the API's.
         app = gr.mount_gradio_app(app, demo, path="/", css=CSS, head=HEAD, theme=theme(), ssr_mode=False,
                                   max_file_size=MAX_FILE_BYTES, footer_links=["api"], show_error=False)
     return app
+
+
+class KBChoices:
+    """The knowledge bases the chat UI offers, and the RAG searching a choice of them.
+
+    ``served`` is the UI's gated RAG (the served KB, with the user's uploads); any other
+    choice is a view on it (`rag.api.queue._Gated.choose`) over the registry's combined
+    RAG, so every choice searches the uploads too and shares the answer queue.
+    """
+
+    def __init__(self, served, registry) -> None:
+        self.served = served
+        self.registry = registry
+        self.default = [registry.served_name]
+        self._views: dict[tuple[str, ...], object] = {}
+
+    def names(self) -> list[str]:
+        return self.registry.names()
+
+    def rag(self, names) -> object:
+        key = tuple(sorted(set(names or ())))
+        if not key:
+            raise QuestionError("请至少选择一个知识库（在“检索的知识库”中勾选）。")
+        if key == (self.registry.served_name,):
+            return self.served
+        unknown = [n for n in key if n not in self.names()]
+        if unknown:
+            raise QuestionError(f"没有知识库 {'、'.join(unknown)}（可能已被删除）；请刷新页面后重新选择。")
+        if key not in self._views:
+            self._views[key] = self.served.choose(lambda: self._combined(key))
+        return self._views[key]
+
+    def _combined(self, key: tuple[str, ...]):
+        try:
+            return self.registry.combined(key)
+        except ApiError as e:  # deleted between the check and the question
+            raise IndexLoadError(f"无法检索所选知识库：{e.message}；请刷新页面后重新选择") from e
 
 
 def _current(registry):

@@ -108,23 +108,31 @@ class _Gated:
 
     With ``current`` (a callable returning the RAG to use now, such as the API's registry
     entry) a knowledge base changed through the API is what the UI searches next, with the
-    indexes the UI added by ``search_also`` (its uploads) carried over.
+    indexes the UI added by ``search_also`` (its uploads) carried over. `choose` gives a
+    view on another RAG (another choice of knowledge bases) that shares the gate and the
+    added indexes.
     """
 
-    def __init__(self, rag, gate: AnswerGate, current=None) -> None:
+    def __init__(self, rag, gate: AnswerGate, current=None, also: dict | None = None) -> None:
         object.__setattr__(self, "_rag", rag)
         object.__setattr__(self, "_gate", gate)
         object.__setattr__(self, "_current", current)
-        object.__setattr__(self, "_also", {})
+        # Shared by every view: key -> index (None: removed), and a version that counts changes.
+        object.__setattr__(self, "_also", also if also is not None else {"indexes": {}, "version": 0})
+        object.__setattr__(self, "_seen", (None, -1))  # (RAG, version) last brought up to date
+
+    def choose(self, current) -> "_Gated":
+        """A view whose questions go to the RAG ``current()`` returns, with this one's gate and added indexes."""
+        return _Gated(None, self._gate, current, self._also)
 
     def _now(self):
-        if self._current is None:
-            return self._rag
-        rag = self._current()
-        if rag is not self._rag:
-            for key, index in self._also.items():
+        rag = self._rag if self._current is None else self._current()
+        version = self._also["version"]
+        if self._seen[0] is not rag or self._seen[1] != version:
+            for key, index in list(self._also["indexes"].items()):  # None: removed, and removed here too
                 rag.search_also(key, index)
             object.__setattr__(self, "_rag", rag)
+            object.__setattr__(self, "_seen", (rag, version))
         return rag
 
     def __getattr__(self, name: str):
@@ -134,11 +142,11 @@ class _Gated:
         setattr(self._now(), name, value)
 
     def search_also(self, key: str, index) -> None:
-        if index is None:
-            self._also.pop(key, None)
-        else:
-            self._also[key] = index
-        self._now().search_also(key, index)
+        rag = self._now()
+        self._also["indexes"][key] = index
+        self._also["version"] += 1
+        rag.search_also(key, index)
+        object.__setattr__(self, "_seen", (rag, self._also["version"]))
 
     def ask(self, *args, **kwargs):
         rag = self._now()

@@ -38,6 +38,7 @@ class KBRegistry:
         self.generators = served.answerer.generators
         self._served = {served_name: (served, list(served_kbs) if served_kbs is not None else None)}
         self._loaded: dict[str, object] = {}
+        self._combined: dict[tuple[str, ...], object] = {}
         self._lock = threading.Lock()
 
     # -- names -------------------------------------------------------------------------------
@@ -80,12 +81,37 @@ class KBRegistry:
                                                  generators=self.generators)
             return self._loaded[name]
 
+    def combined(self, names: Sequence[str]):
+        """One RAG searching the KBs ``names`` together (the chat UI's choice of knowledge bases).
+
+        One name is `get`; several share the indexes their own RAGs loaded (nothing loads
+        twice) and are kept until one of them changes. `ApiError` 400 for none, 404 for an
+        unknown name.
+        """
+        names = sorted(set(names))
+        if not names:
+            raise ApiError(400, "choose at least one knowledge base", "no_knowledge_base")
+        if len(names) == 1:
+            return self.get(names[0])
+        key = tuple(names)
+        with self._lock:
+            if key in self._combined:
+                return self._combined[key]
+        parts = [self.get(name) for name in names]
+        from rag.pipeline import RAG
+
+        rag = RAG([index for part in parts for index in part.indexes], self.config, embedder=self.embedder,
+                  generators=self.generators)
+        with self._lock:
+            return self._combined.setdefault(key, rag)
+
     def changed(self, name: str, deleted: bool = False) -> None:
         """KB ``name`` changed on disk: no RAG still holding its old index answers again."""
         from rag.pipeline import RAG
 
         with self._lock:
             self._loaded.pop(name, None)
+            self._combined.clear()  # any choice may hold it, under its own name or a served one
             for served_name, (rag, kbs) in list(self._served.items()):
                 if kbs is None:
                     if served_name == name:  # its name now means the KB on disk
