@@ -67,8 +67,11 @@ def chunk_text(text: str, max_chars: int = 200, overlap_sentences: int = 1) -> l
         spans.append((units[i][0], units[j][1]))
         if j + 1 >= len(units):
             break
-        # Start the next chunk with the last `overlap` sentences, but always move forward.
-        nxt = max(i + 1, j + 1 - overlap_sentences)
+        # Start the next chunk with the last `overlap` sentences, but always move forward: past
+        # the chunk's first unit with text, or a chunk opening with blank units (a line break)
+        # would start where it starts and be repeated whole inside the next.
+        first = next((k for k in range(i, j + 1) if text[units[k][0]:units[k][1]].strip()), j)
+        nxt = max(first + 1, j + 1 - overlap_sentences)
         while nxt <= j and units[j + 1][1] - units[nxt][0] > max_chars:
             nxt += 1
         i = nxt

@@ -74,6 +74,7 @@ def test_sentences_cover_the_text_without_gaps(text: str) -> None:
 
 @FUZZ
 @given(clean_text, st.integers(min_value=10, max_value=120), st.integers(min_value=0, max_value=3))
+@example("\n00000000!0", 10, 1)  # found by CI: a chunk opening with a line break was repeated whole in the next
 def test_chunks_reproduce_the_text_and_respect_the_budget(text: str, max_chars: int, overlap: int) -> None:
     spans = chunk_text(text, max_chars, overlap)
     sentences = split_sentences(text)
