@@ -2,10 +2,14 @@
 
 Both are fitted on the same tune-split runs as ``benchmarks/answer_check_fit.py``
 (same rows, same per-corpus sample weights, threshold chosen on tune by the same
-utility) and judged twice: by 5-fold cross-validation on tune, and on the stored
-check-split runs (``eval/runs/check-*-now``), whose signals the check computed
-when they ran. The check runs only judge: nothing here is fitted on them.
+utility, signals replayed from the runs' raw answers) and judged twice: by 5-fold cross-validation on tune, and on the stored
+check-split runs of the README's *now* rows (``eval/reports/check-*-v2``), whose
+signals the check computed when they ran. The check runs only judge: nothing here
+is fitted on them. The tune runs (``eval/reports/tune-runs/``, the rows
+``answer_check_fit.py`` fitted the shipped model on) are replayed over their indexes:
 
+    rag index build eval/sets/default/corpus.jsonl --index-dir index/tuning/default-c300
+    rag index build eval/sets/cmrc/corpus.jsonl --index-dir index/tuning/cmrc-c300
     python benchmarks/answer_check_models.py
 
 Writes benchmarks/results/answer_check_models.json.
@@ -18,14 +22,15 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from rag.verify.answerability import load_model
-from rag.verify.fit import FEATURES, Row, _mean_utility, fit, read_rows
+from rag.verify.fit import FEATURES, Row, _mean_utility, fit, read_rows, replay_rows
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import table, write_results  # noqa: E402
 
-TUNE = [("default", "eval/runs/t-base-default"), ("default", "eval/runs/t-tf-default"), ("cmrc", "eval/runs/t-base-cmrc"),
-        ("cmrc", "eval/runs/t-tf-cmrc"), ("cmrc", "eval/runs/t-base-cmrc-rest")]
-CHECK = [("default", "eval/runs/check-default-now"), ("cmrc", "eval/runs/check-cmrc-now")]
+RUNS = "eval/reports/tune-runs"
+TUNE = [("default", f"{RUNS}/t-base-default"), ("default", f"{RUNS}/t-tf-default"), ("cmrc", f"{RUNS}/t-base-cmrc"),
+        ("cmrc", f"{RUNS}/t-tf-cmrc"), ("cmrc", f"{RUNS}/t-base-cmrc-rest")]
+CHECK = [("default", "eval/reports/check-default-v2"), ("cmrc", "eval/reports/check-cmrc-v2")]
 FOLDS = 5
 
 Scorer = Callable[[Sequence[Row]], list[float]]
@@ -75,7 +80,9 @@ def figures(rows: Sequence[Row], scores: Sequence[float], threshold: float) -> d
 
 
 def main() -> None:
-    tune = [row for corpus, run in TUNE for row in read_rows(run, corpus)]
+    # Replayed, as answer_check_fit.py --replay fits the shipped model: the tune runs predate
+    # some signals, which replay computes from their stored raw answers (needs their indexes).
+    tune = [row for corpus, run in TUNE for row in replay_rows(run, corpus)]
     check = [row for corpus, run in CHECK for row in read_rows(run, corpus)]
     makers: dict[str, Callable[[Sequence[Row]], tuple[Scorer, float]]] = {
         "logistic regression, refitted here": fit_lr,

@@ -201,6 +201,7 @@ def variants(cores: int) -> list[Variant]:
         Variant("ctranslate2 int8 prompt 1000 chars", ct2_int8, max_prompt_chars=1000),
         Variant("ctranslate2 int8 top 3 passages", ct2_int8, top_k=3),
         Variant("ctranslate2 int8 top 3 passages, cached system prompt (default)", ct2("int8", cache_system_prompt=True), top_k=3),
+        Variant("ctranslate2 int8 top 2 passages, cached system prompt", ct2("int8", cache_system_prompt=True), top_k=2),
         Variant("ctranslate2 int8 top 3 passages, focus 150", ct2_int8, top_k=3, focus=150),
         Variant("ctranslate2 int8 top 5 passages, focus 120", ct2_int8, top_k=5, focus=120),
         Variant("ctranslate2 int8 1.5B top 3 passages", ct2_15 := ct2("int8", model=GENERATOR_1_5B), top_k=3),
