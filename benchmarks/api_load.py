@@ -131,7 +131,8 @@ def main() -> None:
     parser.add_argument("--index-dir", default=None)
     parser.add_argument("--concurrency", type=int, default=1)
     parser.add_argument("--max-queue", type=int, default=16)
-    parser.add_argument("--save", action="store_true", help="Write benchmarks/results/api_load.json.")
+    parser.add_argument("--save", action="store_true", help="Write benchmarks/results/<--name>.json.")
+    parser.add_argument("--name", default="api_load", help="Results name for --save.")
     args = parser.parse_args()
     logging.getLogger("httpx").setLevel(logging.WARNING)  # not one line per request
 
@@ -168,7 +169,7 @@ def main() -> None:
     print(f"server RSS: {rss_before:.0f} MB before, {rss_after:.0f} MB after" if server else "server RSS: not measured (--url)")
     print(f"load average (1/5/15 min, {os.cpu_count()} CPUs): {load_before} before, {load_after} after")
     if args.save:
-        write_results("api_load", rows, clients=args.clients, seconds=args.seconds, failed=len(failed),
+        write_results(args.name, rows, url=args.url or "in-process", clients=args.clients, seconds=args.seconds, failed=len(failed),
                       status_counts={f"{k}:{s}": n for (k, s), n in counts.items()}, rss_before_mb=rss_before,
                       rss_after_mb=rss_after, load_average_before=load_before, load_average_after=load_after,
                       cpus=os.cpu_count())
