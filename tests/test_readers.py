@@ -157,7 +157,7 @@ def test_scanned_pdf_page_is_read_by_ocr(tmp_path) -> None:
     assert "基本情况" in blocks[0].text
     ocr = normalize_text(blocks[1].text)
     expected = "".join(SCANNED)
-    assert difflib.SequenceMatcher(None, ocr, expected).ratio() > 0.8, ocr
+    assert difflib.SequenceMatcher(None, ocr, expected).ratio() >= 0.90, ocr  # the bar; 1.0 measured
     assert "图书馆" in ocr and "九点" in ocr
 
 
