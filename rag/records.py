@@ -62,10 +62,15 @@ class Chunk:
 
 
 def describe_location(location: dict) -> str:
-    """Short Chinese label of a location: ``第2页 · 一、概况 › 二、预算安排 · 表1 第3行``."""
+    """Short Chinese label of a location: ``第2页 · 一、概况 › 二、预算安排 · 表1 第3行``,
+    ``第4张幻灯片``, ``工作表“预算” · 表2 第5行``."""
     parts = []
     if location.get("page"):
         parts.append(f"第{location['page']}页")
+    if location.get("slide"):
+        parts.append(f"第{location['slide']}张幻灯片")
+    if location.get("sheet"):
+        parts.append(f"工作表“{location['sheet']}”")
     if location.get("section"):
         parts.append(" › ".join(location["section"]))
     if location.get("table"):

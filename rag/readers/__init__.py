@@ -28,9 +28,12 @@ READERS = {
     ".htm": "web",
     ".epub": "epub",
     ".md": "markdown",
+    ".pptx": "slides",
+    ".xlsx": "sheets",
 }
 #: The library each reader module needs (for the install hint).
-_NEEDS = {"pdf": "pypdf", "word": "python-docx", "web": "beautifulsoup4", "epub": "ebooklib"}
+_NEEDS = {"pdf": "pypdf", "word": "python-docx", "web": "beautifulsoup4", "epub": "ebooklib", "slides": "python-pptx",
+          "sheets": "openpyxl"}
 
 
 def read_blocks(path: Path) -> list[Block]:

@@ -2,7 +2,7 @@
 
 A file named ``.pdf`` may be a scan saved as PNG, a ``.docx`` may be an old
 ``.doc`` renamed; the parsers then fail with messages about xref tables or
-zip headers that tell a user nothing. A ``.docx`` or ``.epub`` is a zip
+zip headers that tell a user nothing. A ``.docx``, ``.epub``, ``.pptx`` or ``.xlsx`` is a zip
 archive, and a crafted one (a "zip bomb") can unpack to gigabytes from a few
 kilobytes; its sizes are checked before any parser inflates it.
 """
@@ -41,8 +41,10 @@ EXPECTED = {
     ".pdf": (b"%PDF-", "PDF", "export or print it to PDF again, or give it its real extension"),
     ".docx": (_ZIP, "DOCX", "open it in Word or WPS and save it as .docx"),
     ".epub": (_ZIP, "EPUB", "convert it to .epub again, or give it its real extension"),
+    ".pptx": (_ZIP, "PPTX", "open it in PowerPoint or WPS and save it as .pptx"),
+    ".xlsx": (_ZIP, "XLSX", "open it in Excel or WPS and save it as .xlsx"),
 }
-ZIPPED = (".docx", ".epub")
+ZIPPED = (".docx", ".epub", ".pptx", ".xlsx")
 _HEAD_BYTES = 1024  # PDF allows a little junk before "%PDF-"; readers search this far
 
 
