@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -77,6 +78,7 @@ class CTranslate2Generator(FittedPromptGenerator):
         self.max_new_tokens = max_new_tokens
         self.cache_system_prompt = cache_system_prompt
         self._prefixes: dict[str, list[int]] = {}  # system turn -> its ids, which start every prompt
+        self._prefix_lock = threading.Lock()  # answers from several threads: the size bound holds
         source = _local_folder(resolve_generator_model(model))
         # One int8 conversion serves every int8_* compute type; CTranslate2 adapts it on load.
         path = ensure_ct2_model(source, "int8" if compute_type.startswith("int8") else compute_type)
@@ -139,11 +141,12 @@ class CTranslate2Generator(FittedPromptGenerator):
         if not messages or messages[0].get("role") != "system":
             return 0
         system = messages[0]["content"]
-        prefix = self._prefixes.get(system)
-        if prefix is None:
-            if len(self._prefixes) >= _MAX_CACHED_PREFIXES:
-                return 0
-            prefix = self._prefixes[system] = self._encode(messages[:1], add_generation_prompt=False)
+        with self._prefix_lock:
+            prefix = self._prefixes.get(system)
+            if prefix is None:
+                if len(self._prefixes) >= _MAX_CACHED_PREFIXES:
+                    return 0
+                prefix = self._prefixes[system] = self._encode(messages[:1], add_generation_prompt=False)
         # The rest keeps at least one token: decoding starts from it.
         return len(prefix) if len(prefix) < len(ids) and ids[: len(prefix)] == prefix else 0
 
