@@ -91,6 +91,10 @@ def test_ui_and_api_share_one_port(mini_rag, open_keys, tmp_path) -> None:
         assert page.status_code == 200 and "gradio" in page.text.lower()
         models = httpx.get(url + "/v1/models", timeout=10).json()
         assert [m["id"] for m in models["data"]] == ["default"]
+        # One knowledge base: nothing to choose, so the UI shows no chooser.
+        config = httpx.get(url + "/config", timeout=30).json()
+        [chooser] = [c["props"] for c in config["components"] if c.get("props", {}).get("elem_id") == "wy-kbs"]
+        assert chooser["visible"] is False
         assert httpx.get(url + "/healthz", timeout=10).json()["status"] == "ok"
         docs = httpx.get(url + "/docs", timeout=10)
         assert docs.status_code == 200 and "swagger" in docs.text.lower()

@@ -47,6 +47,7 @@ def test_the_ui_searches_the_knowledge_bases_chosen(served, tmp_path) -> None:
     config = httpx.get(url + "/config", timeout=30).json()
     chooser = [c["props"] for c in config["components"] if c.get("props", {}).get("elem_id") == "wy-kbs"]
     assert [[choice[1] for choice in p["choices"]] for p in chooser] == [["kbA", "kbB"]] and chooser[0]["value"] == ["kbA"]
+    assert chooser[0]["visible"] is True
     client = Client(url + "/", verbose=False)
     assert docs_found(client, TENCENT) == {"kba"}  # no choice: the served KB
     assert docs_found(client, BEIJING, ["kbB"]) == {"kbb"}

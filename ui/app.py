@@ -154,9 +154,11 @@ def build_app(
                 gr.Examples([[q] for q in examples], inputs=[question], label="示例问题")
             with gr.Column(scale=2, min_width=300):
                 if knowledge_bases is not None:
+                    # Shown once there is a choice to make (more than one KB under the index root).
+                    names = knowledge_bases.names()
                     kbs = gr.CheckboxGroup(
-                        knowledge_bases.names(), value=list(knowledge_bases.default), label="检索的知识库",
-                        info="可多选；我的文档总会一起检索。", elem_id="wy-kbs",
+                        names, value=list(knowledge_bases.default), label="检索的知识库",
+                        info="可多选；我的文档总会一起检索。", elem_id="wy-kbs", visible=len(names) > 1,
                     )
                 else:
                     kbs = gr.State(None)
@@ -189,8 +191,8 @@ def build_app(
         )
         if knowledge_bases is not None:
             # Fresh names on every page load: a KB may have been created or deleted since.
-            demo.load(lambda: gr.CheckboxGroup(choices=knowledge_bases.names()), None, kbs,
-                      api_visibility="private", queue=False)
+            demo.load(lambda: gr.CheckboxGroup(choices=(names := knowledge_bases.names()), visible=len(names) > 1),
+                      None, kbs, api_visibility="private", queue=False)
         gr.api(ask, api_name="ask", concurrency_limit=CONCURRENCY, concurrency_id="rag")
     demo.queue(default_concurrency_limit=CONCURRENCY, max_size=64)
     demo.user_documents = user_docs  # for `rag serve` (restore at start) and tests
