@@ -24,6 +24,7 @@ import dataclasses
 import datetime as _dt
 import hashlib
 import json
+import logging
 import re
 import shutil
 from collections import Counter
@@ -39,8 +40,10 @@ from rag.config import Config, index_root
 from rag.corpus import alias_map, corpus_hash, expand_paths, load_documents
 from rag.errors import RagError
 from rag.index import FORMAT_VERSION, Index, _read_jsonl, build_lock, clean_leftovers, replace_folder, temp_folder
-from rag.lexical import LexicalIndex
+from rag.lexical import LexicalIndex, tokenize
 from rag.records import Chunk, Document
+
+logger = logging.getLogger(__name__)
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 
@@ -305,7 +308,8 @@ def add(name: str, paths: Iterable[str | Path], config: Config | None = None,
                      "passage_prefix": config.embedding.passage_prefix,
                      "engine": getattr(embedder, "engine", None) if embedder is not None
                      else manifest.get("embedding", {}).get("engine")}
-        _write(folder, name, config, {"embedding": embedding}, docs, chunks, vectors, kb_files)
+        _write(folder, name, config, {"embedding": embedding}, docs, chunks, vectors, kb_files,
+               _token_lists(folder, old, chunks))
     per_file = Counter()
     owner = {d: f for f, e in kb_files.items() for d in e["docs"]}
     done = set(todo)
@@ -352,7 +356,7 @@ def remove(name: str, targets: Iterable[str], root: str | Path | None = None) ->
         chunks = [old.chunks[i] for i in keep]
         vectors = np.asarray(old.vectors[keep], dtype=np.float32) if old and keep else None
         _write(folder, name, _config_for(manifest, None), {"embedding": manifest.get("embedding", {})},
-               [d for d in docs if d.id not in gone], chunks, vectors, kb_files)
+               [d for d in docs if d.id not in gone], chunks, vectors, kb_files, _token_lists(folder, old, chunks))
     return gone
 
 
@@ -377,9 +381,27 @@ def _stored_vectors(manifest: dict, old: Index | None) -> dict[str, np.ndarray]:
     return {chunk_key(c, model): np.array(old.vectors[i]) for i, c in enumerate(old.chunks)}
 
 
+def _token_lists(folder: Path, old: Index | None, chunks: list[Chunk]) -> list[list[str]]:
+    """BM25 tokens of ``chunks``: those the KB's current version saved for the same text, the rest tokenised.
+
+    A KB written before tokens were saved has none: all its chunks are tokenised once.
+    """
+    cached: dict[str, list[str]] = {}
+    if old is not None:
+        saved = LexicalIndex.saved_tokens(folder / "lexical")
+        if saved is not None and len(saved) == len(old.chunks):
+            cached = {c.text: tokens for c, tokens in zip(old.chunks, saved)}
+    fresh = sum(1 for c in chunks if c.text not in cached)
+    logger.info("tokenising %d new chunks (%d kept from the previous version)", fresh, len(chunks) - fresh)
+    return [cached[c.text] if c.text in cached else tokenize(c.text) for c in chunks]
+
+
 def _write(folder: Path, name: str, config: Config, extra: dict, docs: list[Document], chunks: list[Chunk],
-           vectors: np.ndarray | None, kb_files: dict) -> None:
-    """Write the KB's new version into a temporary folder and swap it in (call holding the build lock)."""
+           vectors: np.ndarray | None, kb_files: dict, tokens: list[list[str]] | None = None) -> None:
+    """Write the KB's new version into a temporary folder and swap it in (call holding the build lock).
+
+    ``tokens``: the chunks' BM25 tokens (default: tokenised here); saved with the index for the next change.
+    """
     manifest = {
         "format_version": FORMAT_VERSION,
         "created": _now(),
@@ -396,7 +418,9 @@ def _write(folder: Path, name: str, config: Config, extra: dict, docs: list[Docu
         faiss_type = dense.choose_type(config.index.faiss_type, len(chunks))
         faiss_index = dense.build_faiss(vectors, faiss_type)
         manifest.update(faiss_type=faiss_type, faiss=dense.describe(faiss_index), build_engine="local")
-        Index(manifest, docs, chunks, vectors, faiss_index, LexicalIndex.build([c.text for c in chunks])).save(folder)
+        lexical = LexicalIndex.from_tokens(tokens if tokens is not None else [tokenize(c.text) for c in chunks],
+                                           keep_tokens=True)
+        Index(manifest, docs, chunks, vectors, faiss_index, lexical).save(folder)
         return
     tmp = temp_folder(folder)  # no documents: a manifest alone (FAISS and BM25 need at least one chunk)
     try:

@@ -15,6 +15,7 @@ same as scoring every chunk, and common tokens' long lists are not scanned.
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import re
 from collections import Counter
@@ -28,6 +29,9 @@ logger = logging.getLogger(__name__)
 _WORD = re.compile(r"\w")
 _jieba = None
 TERM_MAX_FILE = "term_max.npy"
+#: Each chunk's tokens, one JSON list per line in chunk order; written for knowledge bases, so an
+#: add or a removal tokenises only the chunks that are new (`rag.kb`).
+TOKENS_FILE = "tokens.jsonl"
 # Postings scanned in the time of one binary-search lookup of the best chunks (numpy call overhead).
 LOOKUP_COST = 2000
 
@@ -69,6 +73,8 @@ class LexicalIndex:
         if getattr(bm25, "nonoccurrence_array", None) is not None:
             raise ValueError(f"BM25 variant {bm25.method!r} scores chunks without the token; use the default 'lucene'")
         self._bm25 = bm25
+        #: The chunks' tokens when built with ``keep_tokens`` (saved as TOKENS_FILE), else None.
+        self.tokens: list[list[str]] | None = None
         s = bm25.scores
         # Plain views (of the memory maps, when loaded so): slicing a np.memmap object is slow.
         self._data, self._indices, self._indptr = (np.asarray(s[k]).view(np.ndarray) for k in ("data", "indices", "indptr"))
@@ -79,17 +85,37 @@ class LexicalIndex:
         return cls.from_tokens([tokenize(t) for t in texts])
 
     @classmethod
-    def from_tokens(cls, token_lists: Sequence[list[str]]) -> "LexicalIndex":
-        """Index chunks already split by `tokenize` (e.g. in parallel, by a build engine)."""
+    def from_tokens(cls, token_lists: Sequence[list[str]], keep_tokens: bool = False) -> "LexicalIndex":
+        """Index chunks already split by `tokenize` (e.g. in parallel, by a build engine).
+
+        ``keep_tokens``: keep the lists and save them beside the index (TOKENS_FILE).
+        """
         import bm25s
 
         bm25 = bm25s.BM25()
         bm25.index([tokens or ["<empty>"] for tokens in token_lists], show_progress=False)
-        return cls(bm25)
+        index = cls(bm25)
+        if keep_tokens:
+            index.tokens = [list(tokens) for tokens in token_lists]
+        return index
 
     def save(self, folder: Path) -> None:
         self._bm25.save(str(folder), show_progress=False)
         np.save(Path(folder) / TERM_MAX_FILE, self._term_max)
+        if self.tokens is not None:
+            with open(Path(folder) / TOKENS_FILE, "w", encoding="utf-8") as f:
+                f.writelines(json.dumps(tokens, ensure_ascii=False) + "\n" for tokens in self.tokens)
+
+    @staticmethod
+    def saved_tokens(folder: Path) -> list[list[str]] | None:
+        """The token lists saved with the index in ``folder`` (None when it has none or they do not read)."""
+        try:
+            with open(Path(folder) / TOKENS_FILE, encoding="utf-8") as f:
+                return [json.loads(line) for line in f]
+        except (OSError, ValueError) as e:
+            if not isinstance(e, FileNotFoundError):
+                logger.warning("cannot read the saved tokens in %s (%s); tokenising again", folder, e)
+            return None
 
     @classmethod
     def load(cls, folder: Path, mmap: bool = True) -> "LexicalIndex":

@@ -182,6 +182,42 @@ def test_changed_file_embeds_only_changed_chunks(root, tmp_path):
     assert len(index.chunks) == n and any("新增了内容" in c.text for c in index.chunks)
 
 
+def test_changes_tokenise_only_new_chunks_and_rank_as_a_fresh_build(root, tmp_path, monkeypatch):
+    import rag.kb as kb_module
+    from rag.lexical import TOKENS_FILE, LexicalIndex, tokenize
+
+    seen: list[str] = []
+    monkeypatch.setattr(kb_module, "tokenize", lambda text: seen.append(text) or tokenize(text))
+    long = tmp_path / "long.txt"
+    long.write_text(long_text(), encoding="utf-8")
+    tea = tmp_path / "tea.txt"
+    tea.write_text(TEA, encoding="utf-8")
+    kb.create("k")
+    kb.add("k", [long], embedder_factory=FakeEmbedder)
+    n = len(seen)
+    assert n >= 3
+    seen.clear()
+    kb.add("k", [tea], embedder_factory=FakeEmbedder)
+    assert seen == [TEA]  # the long file's chunks kept their tokens
+    seen.clear()
+    kb.remove("k", [str(long)])
+    assert seen == []
+    # A KB saved before tokens were kept (no tokens file) tokenises all its chunks once.
+    kb.add("k", [long], embedder_factory=FakeEmbedder)
+    (root / "k" / "lexical" / TOKENS_FILE).unlink()
+    seen.clear()
+    kb.remove("k", [str(tea)])
+    assert len(seen) == n
+
+    # Ranking is that of an index built from scratch over the same chunks.
+    index = Index.load(root / "k")
+    fresh = LexicalIndex.build([c.text for c in index.chunks])
+    for question in ("长江流域第3个城市的历史", "居民世代以农业和渔业为生", "最后一段说明"):
+        got, want = index.lexical.search(question, 5), fresh.search(question, 5)
+        assert got[0].tolist() == want[0].tolist() and len(got[0]) > 0, question
+        assert got[1].tolist() == pytest.approx(want[1].tolist()), question
+
+
 def test_doc_ids_stay_unique(root, tmp_path):
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
