@@ -22,9 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as _dt
-import hashlib
 import json
-import logging
 import re
 import shutil
 from collections import Counter
@@ -40,10 +38,9 @@ from rag.config import Config, index_root
 from rag.corpus import alias_map, corpus_hash, expand_paths, load_documents
 from rag.errors import RagError
 from rag.index import FORMAT_VERSION, Index, _read_jsonl, build_lock, clean_leftovers, replace_folder, temp_folder
-from rag.lexical import LexicalIndex, tokenize
+from rag.kb_reuse import chunk_key, file_hash, stored_vectors, token_lists
+from rag.lexical import LexicalIndex
 from rag.records import Chunk, Document
-
-logger = logging.getLogger(__name__)
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 
@@ -143,7 +140,7 @@ def create(name: str, root: str | Path | None = None, config: Config | None = No
         clean_leftovers(folder)
         if (folder / "manifest.json").exists():  # restored from a killed save's leftover, or created meanwhile
             raise RagError(f"knowledge base {name!r} already exists at {folder}; add files with `rag kb add {name} PATHS...`")
-        _write(folder, name, config, {"embedding": {"model": config.embedding.model}}, [], [], None, {})
+        _write(folder, name, config, {"embedding": {"model": config.embedding.model}}, [], [], None, {}, [])
     return folder
 
 
@@ -199,19 +196,6 @@ def delete(name: str, root: str | Path | None = None) -> Path:
     return folder
 
 
-def chunk_key(chunk: Chunk, model: str) -> str:
-    """Identity of a chunk's embedding: its text and context under one embedding model."""
-    return hashlib.sha256("\0".join((model, chunk.context, chunk.text)).encode("utf-8")).hexdigest()
-
-
-def _file_hash(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _state(folder: Path) -> tuple[dict, Index | None]:
     manifest = read_manifest(folder)
     if not manifest.get("counts", {}).get("chunks"):
@@ -258,7 +242,7 @@ def add(name: str, paths: Iterable[str | Path], config: Config | None = None,
         for i, path in enumerate(files):
             if on_file is not None:
                 on_file(path, i, len(files))
-            key, digest = str(path), _file_hash(path)
+            key, digest = str(path), file_hash(path)
             entry = kb_files.get(key)
             if entry and entry.get("sha256") == digest:
                 changes.append(FileChange(key, "unchanged", len(entry.get("docs", []))))
@@ -283,7 +267,7 @@ def add(name: str, paths: Iterable[str | Path], config: Config | None = None,
         fresh = chunk_documents(new_docs, config.chunking.max_chars, config.chunking.overlap_sentences,
                                 config.chunking.context_chars)
         chunks = kept + fresh
-        reuse = _stored_vectors(manifest, old)
+        reuse = stored_vectors(manifest, old)
         model = config.embedding.model
         todo = [i for i, c in enumerate(chunks) if chunk_key(c, model) not in reuse]
         embedder = None
@@ -309,7 +293,7 @@ def add(name: str, paths: Iterable[str | Path], config: Config | None = None,
                      "engine": getattr(embedder, "engine", None) if embedder is not None
                      else manifest.get("embedding", {}).get("engine")}
         _write(folder, name, config, {"embedding": embedding}, docs, chunks, vectors, kb_files,
-               _token_lists(folder, old, chunks))
+               token_lists(folder, old, chunks))
     per_file = Counter()
     owner = {d: f for f, e in kb_files.items() for d in e["docs"]}
     done = set(todo)
@@ -356,7 +340,7 @@ def remove(name: str, targets: Iterable[str], root: str | Path | None = None) ->
         chunks = [old.chunks[i] for i in keep]
         vectors = np.asarray(old.vectors[keep], dtype=np.float32) if old and keep else None
         _write(folder, name, _config_for(manifest, None), {"embedding": manifest.get("embedding", {})},
-               [d for d in docs if d.id not in gone], chunks, vectors, kb_files, _token_lists(folder, old, chunks))
+               [d for d in docs if d.id not in gone], chunks, vectors, kb_files, token_lists(folder, old, chunks))
     return gone
 
 
@@ -374,33 +358,11 @@ def _unique_ids(docs: list[Document], taken: set[str], source: str) -> list[Docu
     return out
 
 
-def _stored_vectors(manifest: dict, old: Index | None) -> dict[str, np.ndarray]:
-    if old is None:
-        return {}
-    model = manifest.get("embedding", {}).get("model", "")
-    return {chunk_key(c, model): np.array(old.vectors[i]) for i, c in enumerate(old.chunks)}
-
-
-def _token_lists(folder: Path, old: Index | None, chunks: list[Chunk]) -> list[list[str]]:
-    """BM25 tokens of ``chunks``: those the KB's current version saved for the same text, the rest tokenised.
-
-    A KB written before tokens were saved has none: all its chunks are tokenised once.
-    """
-    cached: dict[str, list[str]] = {}
-    if old is not None:
-        saved = LexicalIndex.saved_tokens(folder / "lexical")
-        if saved is not None and len(saved) == len(old.chunks):
-            cached = {c.text: tokens for c, tokens in zip(old.chunks, saved)}
-    fresh = sum(1 for c in chunks if c.text not in cached)
-    logger.info("tokenising %d new chunks (%d kept from the previous version)", fresh, len(chunks) - fresh)
-    return [cached[c.text] if c.text in cached else tokenize(c.text) for c in chunks]
-
-
 def _write(folder: Path, name: str, config: Config, extra: dict, docs: list[Document], chunks: list[Chunk],
-           vectors: np.ndarray | None, kb_files: dict, tokens: list[list[str]] | None = None) -> None:
+           vectors: np.ndarray | None, kb_files: dict, tokens: list[list[str]]) -> None:
     """Write the KB's new version into a temporary folder and swap it in (call holding the build lock).
 
-    ``tokens``: the chunks' BM25 tokens (default: tokenised here); saved with the index for the next change.
+    ``tokens``: the chunks' BM25 tokens (`token_lists`), saved with the index for the next change.
     """
     manifest = {
         "format_version": FORMAT_VERSION,
@@ -418,8 +380,7 @@ def _write(folder: Path, name: str, config: Config, extra: dict, docs: list[Docu
         faiss_type = dense.choose_type(config.index.faiss_type, len(chunks))
         faiss_index = dense.build_faiss(vectors, faiss_type)
         manifest.update(faiss_type=faiss_type, faiss=dense.describe(faiss_index), build_engine="local")
-        lexical = LexicalIndex.from_tokens(tokens if tokens is not None else [tokenize(c.text) for c in chunks],
-                                           keep_tokens=True)
+        lexical = LexicalIndex.from_tokens(tokens, keep_tokens=True)
         Index(manifest, docs, chunks, vectors, faiss_index, lexical).save(folder)
         return
     tmp = temp_folder(folder)  # no documents: a manifest alone (FAISS and BM25 need at least one chunk)

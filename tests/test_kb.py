@@ -183,11 +183,11 @@ def test_changed_file_embeds_only_changed_chunks(root, tmp_path):
 
 
 def test_changes_tokenise_only_new_chunks_and_rank_as_a_fresh_build(root, tmp_path, monkeypatch):
-    import rag.kb as kb_module
+    import rag.kb_reuse as reuse
     from rag.lexical import TOKENS_FILE, LexicalIndex, tokenize
 
     seen: list[str] = []
-    monkeypatch.setattr(kb_module, "tokenize", lambda text: seen.append(text) or tokenize(text))
+    monkeypatch.setattr(reuse, "tokenize", lambda text: seen.append(text) or tokenize(text))
     long = tmp_path / "long.txt"
     long.write_text(long_text(), encoding="utf-8")
     tea = tmp_path / "tea.txt"

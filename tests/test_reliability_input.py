@@ -211,7 +211,8 @@ def test_gbk_and_gb18030_files_are_decoded(tmp_path) -> None:
         ("empty.txt", b"", "no usable text"),
         ("blank.csv", b"", r"blank.csv: no 'text' column \(columns found: none\)"),
         ("report.pdf", b"%PDF-1.4", r"report.pdf: unreadable PDF"),
-        ("slides.pptx", b"PK\x03\x04", r"slides.pptx: unsupported file type .pptx"),
+        ("slides.ppt", b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1", r"slides.ppt: unsupported file type .ppt"),
+        ("slides.pptx", b"PK\x03\x04", r"slides.pptx: damaged .pptx file"),
     ],
 )
 def test_bad_files_give_a_message_naming_the_file(tmp_path, name: str, data, message: str) -> None:
