@@ -44,7 +44,8 @@ FILES = ("dense.faiss", "vectors.npy", "chunks.jsonl", "documents.jsonl")
 REBUILD_HINT = "rebuild it with `rag index build --index-dir {dir}` (delete the folder first if the error persists)"
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
+    """SHA-256 of a file's bytes, read in 1 MiB blocks."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -180,7 +181,7 @@ class Index:
             _write_jsonl(tmp / "chunks.jsonl", self.chunks)
             _write_jsonl(tmp / "documents.jsonl", self.documents)
             self.lexical.save(tmp / "lexical")
-            manifest = dict(self.manifest, files={name: _sha256(tmp / name) for name in FILES})
+            manifest = dict(self.manifest, files={name: file_sha256(tmp / name) for name in FILES})
             (tmp / "manifest.json").write_text(json.dumps(manifest, ensure_ascii=False, indent=2), encoding="utf-8")
             for p in [tmp, *tmp.iterdir()]:
                 if p.is_file():
@@ -221,7 +222,7 @@ class Index:
                 raise IndexLoadError(f"index {index_dir} is missing {name}; {hint}")
         if verify_hashes:
             for name, digest in manifest.get("files", {}).items():
-                if _sha256(index_dir / name) != digest:
+                if file_sha256(index_dir / name) != digest:
                     raise IndexLoadError(f"{index_dir / name} does not match its manifest hash (changed or corrupt); {hint}")
         try:
             chunks = store.JsonlStore(index_dir / "chunks.jsonl", Chunk)  # decoded on access, not at load

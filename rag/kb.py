@@ -37,8 +37,9 @@ from rag.chunking import chunk_documents
 from rag.config import Config, index_root
 from rag.corpus import alias_map, corpus_hash, expand_paths, load_documents
 from rag.errors import RagError
-from rag.index import FORMAT_VERSION, Index, _read_jsonl, build_lock, clean_leftovers, replace_folder, temp_folder
-from rag.kb_reuse import chunk_key, file_hash, stored_vectors, token_lists
+from rag.index import (FORMAT_VERSION, Index, _read_jsonl, build_lock, clean_leftovers, file_sha256, replace_folder,
+                       temp_folder)
+from rag.kb_reuse import chunk_key, stored_vectors, token_lists
 from rag.lexical import LexicalIndex
 from rag.records import Chunk, Document
 
@@ -225,8 +226,7 @@ def add(name: str, paths: Iterable[str | Path], config: Config | None = None,
 
     ``read``: documents the caller already read from some of the files, by resolved path
     (with `rag.corpus.load_documents`, these ``reserved_ids`` and the KB's corpus settings),
-    so a file parsed to validate it is not parsed (OCR'd) again. Their ``source`` is set
-    to the path.
+    so a file parsed to validate it is not parsed (OCR'd) again.
     """
     folder = require(name, root)
     reserved_ids = set(reserved_ids)
@@ -242,7 +242,7 @@ def add(name: str, paths: Iterable[str | Path], config: Config | None = None,
         for i, path in enumerate(files):
             if on_file is not None:
                 on_file(path, i, len(files))
-            key, digest = str(path), file_hash(path)
+            key, digest = str(path), file_sha256(path)
             entry = kb_files.get(key)
             if entry and entry.get("sha256") == digest:
                 changes.append(FileChange(key, "unchanged", len(entry.get("docs", []))))
@@ -251,11 +251,11 @@ def add(name: str, paths: Iterable[str | Path], config: Config | None = None,
             replaced |= gone
             docs = [d for d in docs if d.id not in gone]
             if read is not None and key in read:
-                got = [dataclasses.replace(d, source=key) for d in read[key]]
+                got = list(read[key])
             else:
                 got = load_documents([path], config.corpus.csv_text_column, config.corpus.max_file_bytes,
                                      reserved_ids=reserved_ids)
-            got = _unique_ids(got, set(alias_map(docs)), key)
+            got = _unique_ids(got, set(alias_map(docs)), key)  # also sets each document's source to the path
             docs.extend(got)
             new_docs.extend(got)
             kb_files[key] = {"sha256": digest, "docs": [d.id for d in got], "added": _now()}

@@ -1,8 +1,9 @@
 """What a knowledge-base change reuses from the KB's previous version, so it costs only what is new.
 
 - embeddings, by `chunk_key` (the chunk's text and context under one model);
-- BM25 tokens, by chunk text, from the tokens saved beside the lexical index;
-- whether a file changed at all, by `file_hash`.
+- BM25 tokens, by chunk text, from the tokens saved beside the lexical index.
+
+Whether a file changed at all is its `rag.index.file_sha256` against the one the KB recorded.
 """
 from __future__ import annotations
 
@@ -22,15 +23,6 @@ logger = logging.getLogger(__name__)
 def chunk_key(chunk: Chunk, model: str) -> str:
     """Identity of a chunk's embedding: its text and context under one embedding model."""
     return hashlib.sha256("\0".join((model, chunk.context, chunk.text)).encode("utf-8")).hexdigest()
-
-
-def file_hash(path: Path) -> str:
-    """SHA-256 of a file's bytes: an unchanged file is not read again."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def stored_vectors(manifest: dict, old: Index | None) -> dict[str, np.ndarray]:

@@ -26,12 +26,9 @@ def loads(monkeypatch):
     return calls
 
 
-@pytest.fixture
-def two_kbs(tmp_path, fake_config, fake_embedder, open_keys, loads):  # noqa: F811
-    """(url, root) of a server started with ``--kb kbA`` over an index root holding kbA and kbB (and an empty one)."""
+def make_two_kbs(tmp_path, fake_config, fake_embedder):
+    """(config, root): an index root holding kbA (ALPHA) and kbB (BETA), extractive answers, the fake embedder."""
     from rag import kb
-    from rag.api.app import create_app
-    from rag.pipeline import RAG
 
     config = fake_config.with_overrides(generation={"backend": "extractive"})
     root = tmp_path / "index"
@@ -41,6 +38,17 @@ def two_kbs(tmp_path, fake_config, fake_embedder, open_keys, loads):  # noqa: F8
         src.write_text(text, encoding="utf-8")
         kb.create(name, root, config)
         kb.add(name, [src], config, lambda: fake_embedder, root)
+    return config, root
+
+
+@pytest.fixture
+def two_kbs(tmp_path, fake_config, fake_embedder, open_keys, loads):  # noqa: F811
+    """(url, root) of a server started with ``--kb kbA`` over an index root holding kbA and kbB (and an empty one)."""
+    from rag import kb
+    from rag.api.app import create_app
+    from rag.pipeline import RAG
+
+    config, root = make_two_kbs(tmp_path, fake_config, fake_embedder)
     kb.create("empty", root, config)
     served = RAG.load_kb("kbA", root, config=config, embedder=fake_embedder)
     app = create_app(served, keys=open_keys, kb_name="kbA", index_root=root, served_kbs=["kbA"])

@@ -4,7 +4,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from test_api_kb import ALPHA, BETA, GAMMA, loads  # noqa: F401  (fixture)
+from test_api_kb import GAMMA, loads, make_two_kbs  # noqa: F401  (fixture)
 from test_api_server import open_keys, running  # noqa: F401  (fixture)
 
 pytest.importorskip("gradio")
@@ -18,18 +18,10 @@ HANGZHOU = "问源公司的总部位于哪里？"
 @pytest.fixture
 def served(tmp_path, fake_config, fake_embedder, open_keys, loads):  # noqa: F811
     """(url, app) of the UI and API over an index root holding kbA (served) and kbB."""
-    from rag import kb
     from rag.pipeline import RAG
     from ui.server import build_server
 
-    config = fake_config.with_overrides(generation={"backend": "extractive"})
-    root = tmp_path / "index"
-    for name, text in (("kbA", ALPHA), ("kbB", BETA)):
-        src = tmp_path / "src" / f"{name.lower()}.txt"
-        src.parent.mkdir(exist_ok=True)
-        src.write_text(text, encoding="utf-8")
-        kb.create(name, root, config)
-        kb.add(name, [src], config, lambda: fake_embedder, root)
+    config, root = make_two_kbs(tmp_path, fake_config, fake_embedder)
     rag = RAG.load_kb("kbA", root, config=config, embedder=fake_embedder)
     app = build_server(rag, data_dir=tmp_path / "user", keys=open_keys, kb_name="kbA", index_root=root,
                        served_kbs=["kbA"])
