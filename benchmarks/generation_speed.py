@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import functools
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -46,12 +47,13 @@ class Variant:
     """A way to run the generator: ``stream(messages)`` yields text pieces."""
 
     def __init__(self, name: str, make: Callable[[], Callable[[list[dict]], Iterator[str]]], max_prompt_chars: int = DEFAULT_MAX_PROMPT_CHARS,
-                 top_k: int = 5, threads: int | None = None, focus: int = 0) -> None:
+                 top_k: int = 5, threads: int | None = None, focus: int = 0, focus_from: int = 1) -> None:
         self.name, self.make, self.max_prompt_chars, self.top_k, self.threads = name, make, max_prompt_chars, top_k, threads
         self.focus = focus  # generation.prompt_focus: characters of each passage shown (0: all)
+        self.focus_from = focus_from  # generation.prompt_focus_from: the first passage focus cuts
 
     def messages(self, question: str, passages: list) -> list[dict]:
-        return build_messages(question, passages[: self.top_k], self.max_prompt_chars, self.focus)
+        return build_messages(question, passages[: self.top_k], self.max_prompt_chars, self.focus, focus_from=self.focus_from)
 
 
 def _threads(n: int | None) -> None:
@@ -202,6 +204,10 @@ def variants(cores: int) -> list[Variant]:
         Variant("ctranslate2 int8 top 3 passages", ct2_int8, top_k=3),
         Variant("ctranslate2 int8 top 3 passages, cached system prompt (default)", ct2("int8", cache_system_prompt=True), top_k=3),
         Variant("ctranslate2 int8 top 2 passages, cached system prompt", ct2("int8", cache_system_prompt=True), top_k=2),
+        Variant("ctranslate2 int8 top 3 passages, cached system prompt, passages 2-3 focused to 200",
+                ct2_cached := ct2("int8", cache_system_prompt=True), top_k=3, focus=200, focus_from=2),
+        Variant("ctranslate2 int8 top 3 passages, cached system prompt, passages 2-3 focused to 150",
+                ct2_cached, top_k=3, focus=150, focus_from=2),
         Variant("ctranslate2 int8 top 3 passages, focus 150", ct2_int8, top_k=3, focus=150),
         Variant("ctranslate2 int8 top 5 passages, focus 120", ct2_int8, top_k=5, focus=120),
         Variant("ctranslate2 int8 1.5B top 3 passages", ct2_15 := ct2("int8", model=GENERATOR_1_5B), top_k=3),
@@ -250,8 +256,12 @@ def main() -> None:
     ap.add_argument("--variants", nargs="*", default=None, help="variant names to run (default: all)")
     ap.add_argument("--index-dir", default="index/default")
     ap.add_argument("--name", default="generation_speed")
+    ap.add_argument("--isa", default=None, help="CT2_FORCE_CPU_ISA for the CTranslate2 variants, e.g. AVX2 (default: the "
+                    "engine's choice, AVX512 where the CPU has it); fixed per process, so compare ISAs run by run")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
+    if args.isa:
+        os.environ["CT2_FORCE_CPU_ISA"] = args.isa
     from transformers import AutoTokenizer
 
     from rag.pipeline import RAG
@@ -312,6 +322,7 @@ def main() -> None:
         rows[name]["guard"] = "pass" if rows[name]["accuracy"] >= rows[base]["accuracy"] - GUARD else "FAIL"
     answers = {name: [r["text"] for r in rs] for name, rs in runs.items()}
     path = write_results(args.name, list(rows.values()), questions=len(questions), answers=answers,
+                         ct2_isa=os.environ.get("CT2_FORCE_CPU_ISA", "CTranslate2's choice"),
                          guard=f"accuracy at most {GUARD} below float32", peak_rss_mb=round(peak_rss_mb()))
     print("\n" + table(list(rows.values())) + f"\n\n{len(questions)} answerable dev questions; wrote {path}")
 

@@ -80,7 +80,8 @@ class Answerer:
                         raise ModelError("no seq2seq model configured; set generation.seq2seq_model to a T5/mT5/BART folder or id")
                     kwargs = {} if backend == "extractive" else {
                         "max_new_tokens": self.config.max_new_tokens, "prompt_passages": self.config.prompt_passages or None,
-                        "prompt_focus": self.config.prompt_focus, "prompt_style": self.config.prompt_style}
+                        "prompt_focus": self.config.prompt_focus, "prompt_focus_from": self.config.prompt_focus_from,
+                        "prompt_style": self.config.prompt_style}
                     if backend == "causal":
                         kwargs.update(engine=self.config.engine, prompt_lookup=self.config.prompt_lookup)
                     # llama.cpp reads the GGUF itself: no transformers folder to provision.

@@ -174,6 +174,13 @@ def load_faiss(path: Path):
         raise IndexLoadError(f"the FAISS file {path} is corrupt or truncated ({str(e).splitlines()[0]}); rebuild the index with `rag index build`") from e
 
 
+def is_exact(index) -> bool:
+    """Whether ``index`` scores every vector exactly (flat), so its top k needs no re-scoring."""
+    import faiss
+
+    return isinstance(index, faiss.IndexFlat)
+
+
 def search(index, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Return (scores, positions) arrays of shape (len(queries), k'); k' <= k."""
     k = min(k, index.ntotal)

@@ -67,6 +67,26 @@ def test_prompt_focus_keeps_the_question_sentence_and_its_neighbours():
     assert focus("青禾图书馆由谁管理？", text, len(text)) == text
     messages = build_messages("青禾图书馆由谁管理？", [passage(1, text, "青禾")], focus_chars=30)
     assert "[1] 《青禾》 …" in messages[1]["content"] and "公交站" not in messages[1]["content"]
+    # focus_from=2: the top passage is shown whole and only the ones below it are cut.
+    two = [passage(1, text, "青禾"), passage(2, text, "青禾二")]
+    user = build_messages("青禾图书馆由谁管理？", two, focus_chars=30, focus_from=2)[1]["content"]
+    assert f"[1] 《青禾》 {text}" in user and "[2] 《青禾二》 …" in user and user.count("公交站") == 1
+
+
+def test_prompt_focus_from_reaches_the_generator_through_the_config(monkeypatch):
+    import rag.answering as answering
+    from rag.config import Config
+
+    config = Config().with_overrides(generation={"model": "", "prompt_focus": 30, "prompt_focus_from": 2})
+    seen = {}
+
+    def fake_build(backend, model=None, **kwargs):
+        seen.update(kwargs)
+        return ExtractiveGenerator()
+
+    monkeypatch.setattr(answering, "build_generator", fake_build)
+    answering.Answerer(lambda question, k: [], config.generation).generator("causal")
+    assert seen["prompt_focus"] == 30 and seen["prompt_focus_from"] == 2
 
 
 def test_prompt_style_picks_the_instruction_and_rejects_unknown_styles(passages):

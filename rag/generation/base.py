@@ -40,7 +40,7 @@ class Generator(ABC):
     reports_usage = False
 
     def __init__(self, max_prompt_chars: int = DEFAULT_MAX_PROMPT_CHARS, prompt_passages: int | None = None,
-                 prompt_focus: int = 0, prompt_style: str = "short") -> None:
+                 prompt_focus: int = 0, prompt_style: str = "short", prompt_focus_from: int = 1) -> None:
         if prompt_style not in SYSTEM_PROMPTS:
             raise ConfigError(f"unknown generation.prompt_style {prompt_style!r}; choose one of: {', '.join(SYSTEM_PROMPTS)}")
         self.max_prompt_chars = max_prompt_chars
@@ -48,6 +48,8 @@ class Generator(ABC):
         self.prompt_passages = prompt_passages
         #: Characters of each passage shown: the sentences that matter to the question (0: all).
         self.prompt_focus = prompt_focus
+        #: The first passage number (1-based) that ``prompt_focus`` cuts; those above it are shown whole.
+        self.prompt_focus_from = prompt_focus_from
         self.prompt_style = prompt_style
 
     def generate(self, question: str, passages: Sequence[Passage]) -> str:
@@ -72,7 +74,8 @@ class Generator(ABC):
         yield from self.stream_complete(messages, **extra)
 
     def messages(self, question: str, passages: Sequence[Passage]) -> Messages:
-        return build_messages(question, passages[: self.prompt_passages], self.max_prompt_chars, self.prompt_focus, self.prompt_style)
+        return build_messages(question, passages[: self.prompt_passages], self.max_prompt_chars, self.prompt_focus, self.prompt_style,
+                              self.prompt_focus_from)
 
     @abstractmethod
     def complete(self, messages: Messages) -> str:
@@ -93,7 +96,8 @@ class FittedPromptGenerator(Generator):
 
     def messages(self, question: str, passages: Any) -> Messages:
         return fit_messages(question, passages[: self.prompt_passages], self.max_prompt_chars, self.max_input_tokens,
-                            lambda messages: len(self._encode(messages)), self.prompt_focus, self.prompt_style)
+                            lambda messages: len(self._encode(messages)), self.prompt_focus, self.prompt_style,
+                            self.prompt_focus_from)
 
     def complete(self, messages: Messages) -> str:
         return "".join(self.stream_complete(messages)).strip()

@@ -40,9 +40,10 @@ class _TransformersGenerator(Generator):
         threads: int | None = None,
         prompt_passages: int | None = None,
         prompt_focus: int = 0,
+        prompt_focus_from: int = 1,
         prompt_style: str = "short",
     ) -> None:
-        super().__init__(max_prompt_chars, prompt_passages, prompt_focus, prompt_style)
+        super().__init__(max_prompt_chars, prompt_passages, prompt_focus, prompt_style, prompt_focus_from)
         self.model_name = model
         self.max_new_tokens = max_new_tokens
         _configure_threads(threads)
@@ -74,7 +75,7 @@ class _TransformersGenerator(Generator):
     def messages(self, question: str, passages: Sequence[Passage]) -> Messages:
         return fit_messages(question, passages[: self.prompt_passages], self.max_prompt_chars, self.max_input_tokens,
                             lambda messages: self._encode(messages)["input_ids"].shape[1], self.prompt_focus,
-                            self.prompt_style)
+                            self.prompt_style, self.prompt_focus_from)
 
     def complete(self, messages: Messages) -> str:
         inputs = self._checked_inputs(messages)

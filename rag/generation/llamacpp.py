@@ -56,9 +56,10 @@ class LlamaCppGenerator(FittedPromptGenerator):
         threads: int | None = None,
         prompt_passages: int | None = None,
         prompt_focus: int = 0,
+        prompt_focus_from: int = 1,
         prompt_style: str = "short",
     ) -> None:
-        super().__init__(max_prompt_chars, prompt_passages, prompt_focus, prompt_style)
+        super().__init__(max_prompt_chars, prompt_passages, prompt_focus, prompt_style, prompt_focus_from)
         self.model_name = model
         self.max_new_tokens = max_new_tokens
         try:

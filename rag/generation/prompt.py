@@ -68,11 +68,11 @@ def focus(question: str, text: str, max_chars: int) -> str:
 
 
 def format_passages(passages: Sequence[Passage], max_chars: int = DEFAULT_MAX_PROMPT_CHARS,
-                    question: str = "", focus_chars: int = 0) -> str:
+                    question: str = "", focus_chars: int = 0, focus_from: int = 1) -> str:
     """Number passages ``[1] 《title》 text`` in rank order, within ``max_chars`` of text.
 
-    With ``focus_chars``, each passage shows only its sentences that matter to
-    ``question`` (:func:`focus`), about that many characters.
+    With ``focus_chars``, each passage from number ``focus_from`` on shows only its
+    sentences that matter to ``question`` (:func:`focus`), about that many characters.
     """
     lines: list[str] = []
     left = max_chars
@@ -80,7 +80,7 @@ def format_passages(passages: Sequence[Passage], max_chars: int = DEFAULT_MAX_PR
         # A table's later row groups carry its header row in their context: show it with them.
         text = passage.chunk.with_context if "table" in passage.location else passage.text
         text = " ".join(text.split()) if "table" not in passage.location else text.strip()
-        if focus_chars:
+        if focus_chars and number >= focus_from:
             text = focus(question, text, focus_chars)
         if len(text) > left:
             if left < _MIN_PASSAGE_CHARS:
@@ -93,20 +93,21 @@ def format_passages(passages: Sequence[Passage], max_chars: int = DEFAULT_MAX_PR
 
 
 def build_messages(question: str, passages: Sequence[Passage], max_chars: int = DEFAULT_MAX_PROMPT_CHARS,
-                   focus_chars: int = 0, style: str = "short") -> Messages:
+                   focus_chars: int = 0, style: str = "short", focus_from: int = 1) -> Messages:
     """Chat messages asking ``question`` about ``passages`` (truncated to ``max_chars``;
     each focused on the question's sentences with ``focus_chars``), in ``style`` (:data:`SYSTEM_PROMPTS`)."""
-    passage_text = format_passages(passages, max_chars, question, focus_chars)
+    passage_text = format_passages(passages, max_chars, question, focus_chars, focus_from)
     user = USER_TEMPLATE.format(passages=passage_text, question=question.strip())
     return [{"role": "system", "content": SYSTEM_PROMPTS[style]}, {"role": "user", "content": user}]
 
 
 def fit_messages(question: str, passages: Sequence[Passage], max_chars: int, max_tokens: int,
-                 count_tokens: Callable[[Messages], int], focus_chars: int = 0, style: str = "short") -> Messages:
+                 count_tokens: Callable[[Messages], int], focus_chars: int = 0, style: str = "short",
+                 focus_from: int = 1) -> Messages:
     """The prompt with the passage budget shrunk until ``count_tokens`` says it fits ``max_tokens``."""
     budget = max_chars
     while True:
-        messages = build_messages(question, passages, budget, focus_chars, style)
+        messages = build_messages(question, passages, budget, focus_chars, style, focus_from)
         n_tokens = count_tokens(messages)
         if n_tokens <= max_tokens or budget == 0:
             return messages
