@@ -256,8 +256,8 @@ def main() -> None:
     ap.add_argument("--variants", nargs="*", default=None, help="variant names to run (default: all)")
     ap.add_argument("--index-dir", default="index/default")
     ap.add_argument("--name", default="generation_speed")
-    ap.add_argument("--isa", default=None, help="CT2_FORCE_CPU_ISA for the CTranslate2 variants, e.g. AVX2 (default: the "
-                    "engine's choice, AVX512 where the CPU has it); fixed per process, so compare ISAs run by run")
+    ap.add_argument("--isa", default=None, help="CT2_FORCE_CPU_ISA for the CTranslate2 variants, e.g. AVX512 (default: "
+                    "CTranslate2's own choice: AVX2 on the AVX-512 CPU measured); fixed per process, so compare ISAs run by run")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
     if args.isa:

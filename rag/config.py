@@ -135,8 +135,8 @@ class GenerationConfig:
     # the sentences sharing most of the question's words, with their neighbours (0: whole
     # passages). A shorter prompt is a faster first token; the answer check still reads whole
     # passages. The top passage, which holds the answer most often, stays whole (from = 2).
-    # Chosen on the tune splits against whole passages: mean utility 0.611 -> 0.631 (AVX2) and
-    # 0.616 (AVX-512); first token 1.27x faster on the dev questions (README, "First token").
+    # Chosen on the tune splits against whole passages: mean utility 0.611 -> 0.631; first
+    # token p50 1.27 -> 0.96 s on the answerable dev questions (README, "First token").
     prompt_focus: int = 200
     prompt_focus_from: int = 2
     # The answer instruction (rag/generation/prompt.py SYSTEM_PROMPTS): "short" (answer briefly)

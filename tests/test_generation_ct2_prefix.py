@@ -107,25 +107,3 @@ def test_qwen_answers_are_identical_with_the_cached_system_prompt(qwen_ct2):
         assert cached == recomputed
         assert all(math.isclose(a, b, abs_tol=1e-3) for a, b in zip(after, before, strict=True))
 
-
-def test_avx512_is_asked_for_only_where_the_cpu_has_it_and_never_over_the_user(monkeypatch):
-    from rag.generation import ct2
-
-    full = {"avx2", "avx512f", "avx512cd", "avx512bw", "avx512dq", "avx512vl"}
-    monkeypatch.delenv("CT2_FORCE_CPU_ISA", raising=False)
-    monkeypatch.setattr(ct2, "cpu_flags", lambda: full - {"avx512vl"})  # a subset CTranslate2 needs is missing
-    ct2.prefer_avx512()
-    assert "CT2_FORCE_CPU_ISA" not in ct2.os.environ
-    monkeypatch.setattr(ct2, "cpu_flags", lambda: full)
-    ct2.prefer_avx512()
-    assert ct2.os.environ["CT2_FORCE_CPU_ISA"] == "AVX512"
-    monkeypatch.setenv("CT2_FORCE_CPU_ISA", "AVX2")
-    ct2.prefer_avx512()
-    assert ct2.os.environ["CT2_FORCE_CPU_ISA"] == "AVX2"
-
-
-def test_cpu_flags_reads_this_machine():
-    from rag.generation import ct2
-
-    flags = ct2.cpu_flags()
-    assert not flags or "sse2" in flags  # every x86-64 CPU Linux lists has SSE2
