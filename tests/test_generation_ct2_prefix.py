@@ -106,4 +106,3 @@ def test_qwen_answers_are_identical_with_the_cached_system_prompt(qwen_ct2):
         assert qwen_ct2.model.calls[-1]["static_prompt"], "the system turn was not split off"
         assert cached == recomputed
         assert all(math.isclose(a, b, abs_tol=1e-3) for a, b in zip(after, before, strict=True))
-

@@ -42,7 +42,6 @@ from rag.generation.prompt import DEFAULT_MAX_PROMPT_CHARS, Messages
 logger = logging.getLogger(__name__)
 
 _STOP_TOKENS = ("<|im_end|>", "<|endoftext|>", "<|eot_id|>")
-
 # CTranslate2 keeps every cached static prompt for the model's lifetime: cache only a few
 # (one per prompt style), and run any further system turn as part of the prompt.
 _MAX_CACHED_PREFIXES = 4
