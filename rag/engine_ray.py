@@ -159,6 +159,10 @@ class RayEngine:
         self.ray = _ray()
         self.config = config
         ctx_args: dict[str, Any] = {"ignore_reinit_error": True, "include_dashboard": False, "log_to_driver": False}
+        # Documents stay local, so Ray's usage telemetry stays off unless the user turned it on. This
+        # also keeps Ray Data from leaving a metrics-polling thread in the caller's process.
+        os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+        os.environ.setdefault("RAY_DATA_USAGE_DISABLED", "1")
         try:
             self.ray.init(address=address, **ctx_args) if address else self.ray.init(**ctx_args)
         except (ConnectionError, RuntimeError, ValueError) as e:
@@ -306,7 +310,10 @@ class LocalCluster:
     def _ray(self, *args: str) -> None:
         script = Path(sys.executable).with_name("ray")  # the ray of this environment, so workers import this rag
         command = [str(script) if script.exists() else "ray", *args]
-        env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0")
+        # A throwaway cluster on the loopback interface. Ray (2.60) turns token auth on for a head
+        # that finds ~/.ray/auth_token (which any local ray.init() writes) but not for the nodes
+        # joining it, so the mode is said explicitly unless the user chose one.
+        env = {"RAY_AUTH_MODE": "disabled", **os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
         done = subprocess.run(command, capture_output=True, text=True, timeout=self.timeout_s, env=env)
         if done.returncode != 0:
             raise RagError(f"`{' '.join(command)}` failed ({done.returncode}): {done.stderr[-2000:]}")

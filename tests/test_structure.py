@@ -22,11 +22,22 @@ def _rag_modules() -> dict[str, Path]:
     return modules
 
 
+def _parse(path: Path) -> ast.Module:
+    """``ast.parse``, once more if CPython 3.11 raises its thread race ("AST constructor recursion
+    depth mismatch", python/cpython#106905): a library thread formatting a traceback parses source
+    lines at the same moment. A file that does not parse still fails."""
+    source = path.read_text(encoding="utf-8")
+    try:
+        return ast.parse(source)
+    except SystemError:
+        return ast.parse(source)
+
+
 def _import_graph(modules: dict[str, Path]) -> dict[str, set[str]]:
     """Module -> the rag modules it imports anywhere (top level or inside functions)."""
     graph: dict[str, set[str]] = {name: set() for name in modules}
     for name, path in modules.items():
-        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        for node in ast.walk(_parse(path)):
             targets: list[str] = []
             if isinstance(node, ast.Import):
                 targets = [alias.name for alias in node.names]
