@@ -166,6 +166,14 @@ class Index:
     def dimension(self) -> int:
         return int(self.vectors.shape[1])
 
+    def aliases(self) -> dict[str, str]:
+        """Alias -> canonical id of every document folded into another. Without decoding the
+        documents when the manifest counts no aliases (a large corpus starts faster)."""
+        counts = self.manifest.get("counts") if isinstance(self.manifest.get("counts"), dict) else {}
+        if counts.get("aliases") == 0:
+            return {}
+        return {alias: doc.id for doc in self.documents for alias in doc.aliases}
+
     def save(self, index_dir: Path) -> None:
         """Write atomically: temp folder, then swap it with ``index_dir``.
 

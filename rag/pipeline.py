@@ -10,7 +10,6 @@ import threading
 from rag.answering import Answerer, GeneratorCache
 from rag.build import build_index
 from rag.config import Config
-from rag.corpus import alias_map
 from rag.embedding import Embedder
 from rag.errors import IndexLoadError
 from rag.index import Index
@@ -42,9 +41,9 @@ class RAG:
                     f"makes {self.embedder.dimension}-d ones; rebuild the index with `rag index build --force`"
                 )
         self.retriever = Retriever(self.indexes, self.embedder, self.config.retrieval)
-        self.aliases: dict[str, str] = {}
+        self.aliases: dict[str, str] = {}  # only folded duplicates' ids: any other id is its own
         for index in self.indexes:
-            self.aliases.update(alias_map(index.documents))
+            self.aliases.update(index.aliases())
         self.answerer = Answerer(self.retrieve, self.config.generation, self.config.answer, generators)
         self._lock = threading.Lock()
         self._extra: dict[str, Index] = {}  # indexes searched beside the base ones (search_also), by key
@@ -126,6 +125,6 @@ class RAG:
             indexes = self.indexes + list(self._extra.values())
             aliases: dict[str, str] = {}
             for ix in indexes:
-                aliases.update(alias_map(ix.documents))
+                aliases.update(ix.aliases())
             self.retriever.indexes = indexes
             self.aliases = aliases

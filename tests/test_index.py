@@ -110,3 +110,24 @@ def test_rag_retrieve_with_fake_embedder(tmp_path, fake_config, fake_embedder) -
     assert passages[0].doc_id == "doc-001" and "出资3亿元" in passages[0].text
     assert passages[0].lexical_score is not None and passages[0].dense_score is not None
     assert rag.resolve_doc_id("doc-003") == "doc-001"
+
+
+def test_alias_map_reads_no_document_when_the_manifest_counts_no_aliases(tmp_path, fake_config, fake_embedder) -> None:
+    """Start-up at 1M chunks: with no folded duplicates there is nothing to map, so the
+    documents are not decoded; with some, their aliases resolve after a save and load."""
+    with_dups, _ = _build(tmp_path, fake_config, fake_embedder)
+    assert with_dups.manifest["counts"]["aliases"] == 1
+    loaded = Index.load(tmp_path / "idx")
+    assert loaded.aliases() == {"doc-003": "doc-001"}
+
+    class Unread(list):
+        def __iter__(self):
+            raise AssertionError("documents decoded")
+
+    src = tmp_path / "single.txt"
+    src.write_text("正文 内容\n一篇 只 出现 一次 的 文章 。\n", encoding="utf-8")
+    index = build_index([src], tmp_path / "single", fake_config, lambda: fake_embedder)
+    assert index.manifest["counts"]["aliases"] == 0
+    index.documents = Unread(index.documents)
+    rag = RAG([index], fake_config, embedder=fake_embedder)
+    assert rag.aliases == {} and rag.resolve_doc_id("doc-001") == "doc-001"
