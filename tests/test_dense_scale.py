@@ -163,3 +163,12 @@ def test_retriever_overfetches_an_ann_index_to_keep_the_exact_best() -> None:
 
     once, twice, five = recall(1), recall(2), recall(5)
     assert five == 1.0 and twice >= once + 0.1  # measured 0.69, 0.90, 1.00
+
+
+@pytest.mark.parametrize("overfetch", [0, -2, 1.5, "2", True])
+def test_dense_overfetch_below_one_or_not_whole_is_refused(overfetch) -> None:
+    from rag.retrieval import Retriever
+
+    config = Config.from_dict({"retrieval": {"dense_overfetch": overfetch}})
+    with pytest.raises(ConfigError, match="dense_overfetch must be a whole number"):
+        Retriever([], None, config.retrieval)
