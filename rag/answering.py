@@ -13,7 +13,7 @@ from typing import Callable, Iterator, Sequence
 
 from rag.config import AnswerConfig, GenerationConfig
 from rag.errors import ModelError
-from rag.generation import REFUSAL, build_generator
+from rag.generation import REFUSAL, PromptSettings, build_generator
 from rag.questions import clean_question
 from rag.records import Answer, Passage
 from rag.rewrite import rewrite_question
@@ -79,9 +79,9 @@ class Answerer:
                     if backend == "seq2seq" and not model:
                         raise ModelError("no seq2seq model configured; set generation.seq2seq_model to a T5/mT5/BART folder or id")
                     kwargs = {} if backend == "extractive" else {
-                        "max_new_tokens": self.config.max_new_tokens, "prompt_passages": self.config.prompt_passages or None,
-                        "prompt_focus": self.config.prompt_focus, "prompt_focus_from": self.config.prompt_focus_from,
-                        "prompt_style": self.config.prompt_style}
+                        "max_new_tokens": self.config.max_new_tokens, "prompt": PromptSettings(
+                            passages=self.config.prompt_passages or None, focus=self.config.prompt_focus,
+                            focus_from=self.config.prompt_focus_from, style=self.config.prompt_style)}
                     if backend == "causal":
                         kwargs.update(engine=self.config.engine, prompt_lookup=self.config.prompt_lookup)
                     # llama.cpp reads the GGUF itself: no transformers folder to provision.

@@ -9,6 +9,7 @@ from rag.generation import (
     REFUSAL,
     ExtractiveGenerator,
     Generator,
+    PromptSettings,
     build_generator,
     build_messages,
     focus,
@@ -73,11 +74,12 @@ def test_prompt_focus_keeps_the_question_sentence_and_its_neighbours():
     assert f"[1] 《青禾》 {text}" in user and "[2] 《青禾二》 …" in user and user.count("公交站") == 1
 
 
-def test_prompt_focus_from_reaches_the_generator_through_the_config(monkeypatch):
+def test_the_prompt_settings_reach_the_generator_through_the_config(monkeypatch):
     import rag.answering as answering
     from rag.config import Config
 
-    config = Config().with_overrides(generation={"model": "", "prompt_focus": 30, "prompt_focus_from": 2})
+    config = Config().with_overrides(generation={"model": "", "prompt_focus": 30, "prompt_focus_from": 2, "prompt_passages": 4,
+                                                 "prompt_style": "quote"})
     seen = {}
 
     def fake_build(backend, model=None, **kwargs):
@@ -86,7 +88,7 @@ def test_prompt_focus_from_reaches_the_generator_through_the_config(monkeypatch)
 
     monkeypatch.setattr(answering, "build_generator", fake_build)
     answering.Answerer(lambda question, k: [], config.generation).generator("causal")
-    assert seen["prompt_focus"] == 30 and seen["prompt_focus_from"] == 2
+    assert seen["prompt"] == PromptSettings(passages=4, focus=30, focus_from=2, style="quote")
 
 
 def test_prompt_style_picks_the_instruction_and_rejects_unknown_styles(passages):
@@ -94,7 +96,7 @@ def test_prompt_style_picks_the_instruction_and_rejects_unknown_styles(passages)
     short = build_messages("腾讯基金会计划出资多少？", passages)[0]["content"]
     assert "原话" in quote and "原话" not in short and REFUSAL in quote
     with pytest.raises(ConfigError, match="prompt_style"):
-        build_generator("extractive", prompt_style="verbatim")
+        PromptSettings(style="verbatim")
 
 
 def test_a_table_row_group_is_shown_with_its_header_row():

@@ -9,7 +9,7 @@ from conftest import ROOT, dev_gold_case, passage
 from conftest import TINY_TEXT as TEXT
 
 from rag.errors import QuestionError
-from rag.generation import build_generator
+from rag.generation import PromptSettings, build_generator
 
 pytest.importorskip("ctranslate2")
 from rag.generation.ct2 import _MAX_CACHED_PREFIXES  # noqa: E402
@@ -82,7 +82,7 @@ def test_no_system_turn_or_too_many_system_turns_run_the_whole_prompt(tiny_ct2):
 
 @pytest.fixture(scope="module")
 def qwen_ct2():
-    generator = build_generator("causal", None, engine="ctranslate2", max_new_tokens=48, prompt_passages=3)
+    generator = build_generator("causal", None, engine="ctranslate2", max_new_tokens=48, prompt=PromptSettings(passages=3))
     generator.model = RecordingModel(generator.model)
     return generator
 

@@ -10,7 +10,7 @@ from conftest import TINY_TEXT as TEXT
 from conftest import dev_gold_case, passage
 
 from rag.errors import ConfigError, ModelError
-from rag.generation import REFUSAL, build_generator
+from rag.generation import REFUSAL, PromptSettings, build_generator
 
 pytest.importorskip("ctranslate2")
 from rag.generation.ct2 import CTranslate2Generator  # noqa: E402
@@ -103,7 +103,7 @@ def test_answerer_falls_back_to_extractive_when_the_forced_engine_cannot_load(ti
 
 @pytest.mark.parametrize("engine", ["ctranslate2", "transformers"])
 def test_prompt_passages_limits_what_the_model_sees(tiny_qwen, cache, engine):
-    generator = build_generator("causal", str(tiny_qwen), engine=engine, max_new_tokens=2, prompt_passages=1)
+    generator = build_generator("causal", str(tiny_qwen), engine=engine, max_new_tokens=2, prompt=PromptSettings(passages=1))
     user = generator.messages("腾讯？", [passage(1, "甲" * 40), passage(2, "乙" * 40)])[1]["content"]
     assert "[1] " in user and "[2] " not in user
 

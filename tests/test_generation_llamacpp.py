@@ -12,7 +12,7 @@ import pytest
 from conftest import dev_gold_case, passage
 
 from rag.errors import ModelError
-from rag.generation import REFUSAL, Generator, build_generator
+from rag.generation import REFUSAL, Generator, PromptSettings, build_generator
 from rag.generation.llamacpp import LlamaCppGenerator, gguf_file
 from rag.provision import gguf
 
@@ -138,7 +138,7 @@ def test_qwen_llamacpp_stops_when_the_stream_is_closed_and_limits_tokens(qwen_ll
     assert len(qwen_llama.model.tokenize(short.encode("utf-8"), add_bos=False)) <= 4, short
     user = qwen_llama.messages("天气？", [passage(1, "甲" * 40), passage(2, "乙" * 40)])[1]["content"]
     assert "[2] " in user
-    limited = LlamaCppGenerator(prompt_passages=1, max_new_tokens=2)
+    limited = LlamaCppGenerator(prompt=PromptSettings(passages=1), max_new_tokens=2)
     assert "[2] " not in limited.messages("天气？", [passage(1, "甲" * 40), passage(2, "乙" * 40)])[1]["content"]
 
 

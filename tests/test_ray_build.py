@@ -111,7 +111,6 @@ def test_two_node_cli_build_retrieves_like_the_local_build(cluster, tmp_path, ca
 
 @pytest.mark.slow
 def test_ray_tokens_and_ivf_shards_equal_the_single_process_ones(cluster) -> None:
-    from rag.build import build_index
     from rag.chunking import chunk_documents
     from rag.engine_ray import RayEngine
     from rag.lexical import tokenize

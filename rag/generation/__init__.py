@@ -34,6 +34,7 @@ from rag.generation.prompt import (
     DEFAULT_MAX_PROMPT_CHARS,
     PROMPT_VERSION,
     REFUSAL,
+    PromptSettings,
     build_messages,
     focus,
     format_passages,
@@ -43,6 +44,7 @@ from rag.generation.factory import ENGINES, build_generator, choose_engines
 __all__ = [
     "PROMPT_VERSION",
     "REFUSAL",
+    "PromptSettings",
     "DEFAULT_MAX_PROMPT_CHARS",
     "ENGINES",
     "Generator",

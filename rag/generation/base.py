@@ -12,14 +12,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 from rag.errors import ConfigError
-from rag.generation.prompt import (
-    DEFAULT_MAX_PROMPT_CHARS,
-    SYSTEM_PROMPTS,
-    Messages,
-    build_messages,
-    check_prompt_tokens,
-    fit_messages,
-)
+from rag.generation.prompt import Messages, PromptSettings, check_prompt_tokens
 from rag.records import Passage
 
 
@@ -39,18 +32,9 @@ class Generator(ABC):
     #: ``prompt_tokens`` and ``completion_tokens`` (the counts OpenAI clients read).
     reports_usage = False
 
-    def __init__(self, max_prompt_chars: int = DEFAULT_MAX_PROMPT_CHARS, prompt_passages: int | None = None,
-                 prompt_focus: int = 0, prompt_style: str = "short", prompt_focus_from: int = 1) -> None:
-        if prompt_style not in SYSTEM_PROMPTS:
-            raise ConfigError(f"unknown generation.prompt_style {prompt_style!r}; choose one of: {', '.join(SYSTEM_PROMPTS)}")
-        self.max_prompt_chars = max_prompt_chars
-        #: Passages shown to the model, in rank order (None: all it is given).
-        self.prompt_passages = prompt_passages
-        #: Characters of each passage shown: the sentences that matter to the question (0: all).
-        self.prompt_focus = prompt_focus
-        #: The first passage number (1-based) that ``prompt_focus`` cuts; those above it are shown whole.
-        self.prompt_focus_from = prompt_focus_from
-        self.prompt_style = prompt_style
+    def __init__(self, prompt: PromptSettings | None = None) -> None:
+        #: How passages become the prompt (passages shown, focus, system prompt, length).
+        self.prompt = prompt or PromptSettings()
 
     def generate(self, question: str, passages: Sequence[Passage]) -> str:
         """Answer ``question`` from ``passages``, citing them as ``[n]``."""
@@ -74,8 +58,7 @@ class Generator(ABC):
         yield from self.stream_complete(messages, **extra)
 
     def messages(self, question: str, passages: Sequence[Passage]) -> Messages:
-        return build_messages(question, passages[: self.prompt_passages], self.max_prompt_chars, self.prompt_focus, self.prompt_style,
-                              self.prompt_focus_from)
+        return self.prompt.messages(question, passages)
 
     @abstractmethod
     def complete(self, messages: Messages) -> str:
@@ -95,9 +78,7 @@ class FittedPromptGenerator(Generator):
     max_input_tokens: int
 
     def messages(self, question: str, passages: Any) -> Messages:
-        return fit_messages(question, passages[: self.prompt_passages], self.max_prompt_chars, self.max_input_tokens,
-                            lambda messages: len(self._encode(messages)), self.prompt_focus, self.prompt_style,
-                            self.prompt_focus_from)
+        return self.prompt.fitted(question, passages, self.max_input_tokens, lambda messages: len(self._encode(messages)))
 
     def complete(self, messages: Messages) -> str:
         return "".join(self.stream_complete(messages)).strip()

@@ -37,7 +37,7 @@ from typing import Any
 from rag.config import DEFAULT_GENERATOR_MODEL, available_cores
 from rag.errors import ModelError
 from rag.generation.base import FittedPromptGenerator, lstrip_first
-from rag.generation.prompt import DEFAULT_MAX_PROMPT_CHARS, Messages
+from rag.generation.prompt import Messages, PromptSettings
 
 logger = logging.getLogger(__name__)
 
@@ -69,16 +69,12 @@ class CTranslate2Generator(FittedPromptGenerator):
         *,
         compute_type: str = "int8",
         max_new_tokens: int = 96,
-        max_prompt_chars: int = DEFAULT_MAX_PROMPT_CHARS,
         max_input_tokens: int | None = None,
         threads: int | None = None,
-        prompt_passages: int | None = None,
-        prompt_focus: int = 0,
-        prompt_focus_from: int = 1,
-        prompt_style: str = "short",
+        prompt: PromptSettings | None = None,
         cache_system_prompt: bool = True,
     ) -> None:
-        super().__init__(max_prompt_chars, prompt_passages, prompt_focus, prompt_style, prompt_focus_from)
+        super().__init__(prompt)
         from rag.provision.ct2 import ensure_ct2_model
         from rag.provision.gguf import resolve_generator_model
 

@@ -16,13 +16,7 @@ from typing import Any
 from rag.config import DEFAULT_GENERATOR_MODEL, DEFAULT_PROMPT_LOOKUP, available_cores
 from rag.errors import ConfigError, ModelError
 from rag.generation.base import Generator, check_prompt_lookup, lstrip_first, native_bf16
-from rag.generation.prompt import (
-    DEFAULT_MAX_PROMPT_CHARS,
-    Messages,
-    check_prompt_tokens,
-    fit_messages,
-    flatten_messages,
-)
+from rag.generation.prompt import Messages, PromptSettings, check_prompt_tokens, flatten_messages
 from rag.records import Passage
 
 logger = logging.getLogger(__name__)
@@ -35,15 +29,11 @@ class _TransformersGenerator(Generator):
         self,
         model: str,
         max_new_tokens: int = 96,
-        max_prompt_chars: int = DEFAULT_MAX_PROMPT_CHARS,
         max_input_tokens: int | None = None,
         threads: int | None = None,
-        prompt_passages: int | None = None,
-        prompt_focus: int = 0,
-        prompt_focus_from: int = 1,
-        prompt_style: str = "short",
+        prompt: PromptSettings | None = None,
     ) -> None:
-        super().__init__(max_prompt_chars, prompt_passages, prompt_focus, prompt_style, prompt_focus_from)
+        super().__init__(prompt)
         self.model_name = model
         self.max_new_tokens = max_new_tokens
         _configure_threads(threads)
@@ -73,9 +63,7 @@ class _TransformersGenerator(Generator):
     def _context_tokens(self) -> int: ...
 
     def messages(self, question: str, passages: Sequence[Passage]) -> Messages:
-        return fit_messages(question, passages[: self.prompt_passages], self.max_prompt_chars, self.max_input_tokens,
-                            lambda messages: self._encode(messages)["input_ids"].shape[1], self.prompt_focus,
-                            self.prompt_style, self.prompt_focus_from)
+        return self.prompt.fitted(question, passages, self.max_input_tokens, lambda messages: self._encode(messages)["input_ids"].shape[1])
 
     def complete(self, messages: Messages) -> str:
         inputs = self._checked_inputs(messages)

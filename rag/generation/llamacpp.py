@@ -21,7 +21,7 @@ from pathlib import Path
 from rag.config import DEFAULT_GENERATOR_MODEL, available_cores
 from rag.errors import ModelError
 from rag.generation.base import FittedPromptGenerator, is_gguf_path, lstrip_first
-from rag.generation.prompt import DEFAULT_MAX_PROMPT_CHARS, Messages
+from rag.generation.prompt import Messages, PromptSettings
 
 logger = logging.getLogger(__name__)
 
@@ -51,15 +51,11 @@ class LlamaCppGenerator(FittedPromptGenerator):
         model: str = DEFAULT_GENERATOR_MODEL,
         *,
         max_new_tokens: int = 96,
-        max_prompt_chars: int = DEFAULT_MAX_PROMPT_CHARS,
         max_input_tokens: int | None = None,
         threads: int | None = None,
-        prompt_passages: int | None = None,
-        prompt_focus: int = 0,
-        prompt_focus_from: int = 1,
-        prompt_style: str = "short",
+        prompt: PromptSettings | None = None,
     ) -> None:
-        super().__init__(max_prompt_chars, prompt_passages, prompt_focus, prompt_style, prompt_focus_from)
+        super().__init__(prompt)
         self.model_name = model
         self.max_new_tokens = max_new_tokens
         try:

@@ -6,9 +6,10 @@ evaluation runs that recorded it can be told apart.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 from rag.chunking import split_sentences
-from rag.errors import QuestionError
+from rag.errors import ConfigError, QuestionError
 from rag.records import Passage
 from rag.textsim import bigrams, question_core
 
@@ -124,3 +125,33 @@ def check_prompt_tokens(n_tokens: int, max_tokens: int) -> None:
 def flatten_messages(messages: Messages) -> str:
     """The message contents as one text, for models without a chat template."""
     return "\n\n".join(m["content"].strip() for m in messages if m["content"].strip())
+
+
+@dataclass(frozen=True)
+class PromptSettings:
+    """How retrieved passages become the prompt: the ``generation.prompt_*`` settings, given
+    to every engine as one record."""
+
+    #: Passages shown to the model, in rank order (None: all it is given).
+    passages: int | None = None
+    #: Characters of each passage shown from number ``focus_from`` on: its sentences that
+    #: matter to the question (0: whole passages).
+    focus: int = 0
+    #: The first passage number (1-based) that ``focus`` cuts; those above it are shown whole.
+    focus_from: int = 1
+    #: The system prompt, a key of :data:`SYSTEM_PROMPTS`.
+    style: str = "short"
+    #: Characters of passage text in all.
+    max_chars: int = DEFAULT_MAX_PROMPT_CHARS
+
+    def __post_init__(self) -> None:
+        if self.style not in SYSTEM_PROMPTS:
+            raise ConfigError(f"unknown generation.prompt_style {self.style!r}; choose one of: {', '.join(SYSTEM_PROMPTS)}")
+
+    def messages(self, question: str, passages: Sequence[Passage]) -> Messages:
+        return build_messages(question, passages[: self.passages], self.max_chars, self.focus, self.style, self.focus_from)
+
+    def fitted(self, question: str, passages: Sequence[Passage], max_tokens: int, count_tokens: Callable[[Messages], int]) -> Messages:
+        """:meth:`messages`, with the passage budget shrunk until ``count_tokens`` says it fits ``max_tokens``."""
+        return fit_messages(question, passages[: self.passages], self.max_chars, max_tokens, count_tokens, self.focus, self.style,
+                            self.focus_from)
