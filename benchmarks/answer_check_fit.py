@@ -24,7 +24,8 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("runs", nargs="+", help="CORPUS=RUN_DIR of a tune-split run")
     ap.add_argument("--c", type=float, default=None, help="inverse regularisation strength (default: chosen by cross-validation)")
-    ap.add_argument("--write", action="store_true", help=f"write {MODEL_PATH}")
+    ap.add_argument("--write", action="store_true", help="write the model to --model-file")
+    ap.add_argument("--model-file", default=str(MODEL_PATH), help=f"where --write puts the model (default: {MODEL_PATH}, the default generator's)")
     ap.add_argument("--replay", action="store_true", help="recompute the signals from the runs' raw answers (after a signal changed)")
     ap.add_argument("--out", default="benchmarks/results/answer_check_fit.json")
     ap.add_argument("--exclude", default="", help="comma-separated signals to leave out (to measure what one adds)")
@@ -51,7 +52,7 @@ def main() -> None:
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
     if args.write:
-        write_model(model, MODEL_PATH, "tune splits: " + "; ".join(sources))
+        write_model(model, args.model_file, "tune splits: " + "; ".join(sources))
 
 
 if __name__ == "__main__":

@@ -261,7 +261,8 @@ def build_synthetic_index(n: int, pool: list[list[str]], base: np.ndarray, folde
     sources: list[int] = []
     tokens = synthetic_token_docs(pool, n, seed=n, sources=sources)
     rng = np.random.default_rng(n)
-    vectors = base[np.asarray(sources)] + rng.standard_normal((n, base.shape[1]), dtype=np.float32) * (noise / np.sqrt(base.shape[1]))
+    # float() keeps the vectors float32, as a real build's are (a NumPy float64 scalar would promote them).
+    vectors = base[np.asarray(sources)] + rng.standard_normal((n, base.shape[1]), dtype=np.float32) * float(noise / np.sqrt(base.shape[1]))
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
     with Timer() as tf:
         faiss_index = dense.build_faiss(vectors, dense.choose_type("auto", n))
@@ -277,7 +278,7 @@ def build_synthetic_index(n: int, pool: list[list[str]], base: np.ndarray, folde
             start += len(t)
     del tokens
     manifest = {"format_version": FORMAT_VERSION, "embedding": {"model": "synthetic", "dimension": int(base.shape[1])},
-                "counts": {"documents": len(documents), "chunks": n}, "faiss": dense.describe(faiss_index)}
+                "counts": {"documents": len(documents), "chunks": n, "aliases": 0}, "faiss": dense.describe(faiss_index)}
     with Timer() as ts:
         Index(manifest, documents, chunks, vectors, faiss_index, lexical).save(folder)
     lexical_bytes = sum(p.stat().st_size for p in (folder / "lexical").iterdir())

@@ -166,6 +166,24 @@ class Index:
     def dimension(self) -> int:
         return int(self.vectors.shape[1])
 
+    def vector_rows(self, positions: Sequence[int]) -> np.ndarray:
+        """The stored vectors of the chunks at ``positions``, as float32; from a loaded index they
+        are read from its file row by row (rag.store: no map of the file grows with the rows read)."""
+        rows = self._vector_file()
+        if rows is not None:
+            return rows.rows(positions).astype(np.float32, copy=False)
+        return np.asarray(self.vectors[list(positions)], dtype=np.float32)
+
+    def _vector_file(self) -> store.NpyRows | None:
+        """A row reader of the file ``vectors`` maps, while it maps that whole file."""
+        v = self.vectors
+        if not isinstance(v, np.memmap) or not v.filename:
+            return None
+        rows = self.__dict__.get("_rows")
+        if rows is None or rows.path != Path(v.filename):
+            rows = self.__dict__["_rows"] = store.NpyRows(v.filename)
+        return rows if (rows.shape == v.shape and rows.start == v.offset and rows.dtype == v.dtype) else None
+
     def aliases(self) -> dict[str, str]:
         """Alias -> canonical id of every document folded into another. Without decoding the
         documents when the manifest counts no aliases (a large corpus starts faster)."""
@@ -185,7 +203,7 @@ class Index:
         tmp = temp_folder(index_dir)
         try:
             dense.save_faiss(self.faiss_index, tmp / "dense.faiss")
-            np.save(tmp / "vectors.npy", self.vectors)
+            np.save(tmp / "vectors.npy", np.asarray(self.vectors, dtype=np.float32))
             _write_jsonl(tmp / "chunks.jsonl", self.chunks)
             _write_jsonl(tmp / "documents.jsonl", self.documents)
             self.lexical.save(tmp / "lexical")
@@ -254,4 +272,9 @@ class Index:
             raise IndexLoadError(f"index {index_dir}: vector dimension does not match the manifest ({emb.get('dimension')}); {hint}")
         if counts.get("documents") != len(documents):
             raise IndexLoadError(f"index {index_dir}: manifest says {counts.get('documents')} documents, store has {len(documents)}; {hint}")
-        return cls(manifest, documents, chunks, vectors, faiss_index, lexical)
+        index = cls(manifest, documents, chunks, vectors, faiss_index, lexical)
+        try:
+            index._vector_file()  # what queries read: checked now, not at the first question
+        except (OSError, ValueError) as e:
+            raise IndexLoadError(f"index {index_dir} has unreadable vectors ({e}); {hint}") from e
+        return index

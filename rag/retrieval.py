@@ -88,11 +88,9 @@ class Retriever:
         return self.retrieve_batch([query], top_k)[0]
 
     def _search_one(self, index: Index, query: str, qvec: np.ndarray | None, n_cand: int) -> list[Passage]:
-        vectors = index.vectors.view(np.ndarray)  # a plain view of the memory map: row reads without memmap objects
-
         def cosine(positions: list[int]) -> dict[int, float]:
             """Exact cosine from the stored vectors: ANN indexes (IVF-SQ, PQ) only approximate it."""
-            return dict(zip(positions, (vectors[positions] @ qvec[0]).tolist())) if positions else {}
+            return dict(zip(positions, (index.vector_rows(positions) @ qvec[0]).tolist())) if positions else {}
 
         dense_hits: dict[int, float] = {}
         if qvec is not None:

@@ -1,17 +1,25 @@
-"""Record stores of an index folder: JSON lines read on demand through a memory map.
+"""Record stores of an index folder: JSON lines, and vector rows, read on demand.
 
 ``chunks.jsonl`` and ``documents.jsonl`` hold one record a line; beside each,
 ``<name>.offsets.npy`` holds the byte offset where every line starts (and the
-file size last). Loading maps the file and reads the offsets, so a served index
+file size last). Loading opens the file and reads the offsets, so a served index
 of a million chunks costs a few megabytes of memory and no parsing at start-up;
-a record is decoded when it is asked for (``store[i]``).
+a record is decoded when it is asked for (``store[i]``). :class:`NpyRows` reads
+the rows of ``vectors.npy`` a query needs the same way.
+
+Both read with ``os.pread`` (safe from many threads), not through a memory map: the
+kernel keeps a file written in one go in large page-cache folios, and a mapped
+read of one record then adds a whole folio (about 2 MB) to the process's memory.
+A 1M-chunk index served through maps grew by 3 GB of mapped vectors and store in
+80 searches (benchmarks/serve_memory.py); read this way, the pages stay in the
+page cache, shared and reclaimable.
 """
 from __future__ import annotations
 
 import dataclasses
 import json
 import logging
-import mmap
+import os
 from pathlib import Path
 from typing import Generic, Iterable, Iterator, Sequence, TypeVar, overload
 
@@ -80,16 +88,18 @@ class JsonlStore(Sequence[T], Generic[T]):
         if o.ndim != 1 or len(o) < 1 or o[0] != 0 or o[-1] != size or (len(o) > 1 and not (np.diff(o) > 0).all()):
             return False
         at = np.unique(np.linspace(1, len(o) - 1, min(SAMPLE, len(o) - 1), dtype=np.int64)) if len(o) > 1 else []
-        return all(self._map[int(o[i]) - 1] == 10 for i in at)
+        return all(os.pread(self._fd, 1, int(o[i]) - 1) == b"\n" for i in at)
 
     def _open(self) -> None:
-        self._map = None
-        if self.path.stat().st_size:
-            with open(self.path, "rb") as f:
-                self._map = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        self._fd = os.open(self.path, os.O_RDONLY)
+
+    def __del__(self) -> None:
+        fd = self.__dict__.pop("_fd", None)
+        if fd is not None:
+            os.close(fd)
 
     def __getstate__(self) -> dict:
-        return {k: v for k, v in self.__dict__.items() if k != "_map"}
+        return {k: v for k, v in self.__dict__.items() if k != "_fd"}
 
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)
@@ -99,8 +109,11 @@ class JsonlStore(Sequence[T], Generic[T]):
         return len(self.offsets) - 1
 
     def _decode(self, i: int) -> T:
-        raw = self._map[int(self.offsets[i]) : int(self.offsets[i + 1])]
+        start, end = int(self.offsets[i]), int(self.offsets[i + 1])
+        raw = os.pread(self._fd, end - start, start)
         try:
+            if len(raw) != end - start:
+                raise ValueError(f"the file ends at byte {start + len(raw)}, inside the record")
             return from_dict(self.cls, json.loads(raw.decode("utf-8")))
         except (ValueError, TypeError) as e:  # UnicodeDecodeError is a ValueError
             raise IndexLoadError(f"{self.path}: record {i} is unreadable ({e}); rebuild the index with `rag index build`") from e
@@ -130,3 +143,43 @@ class JsonlStore(Sequence[T], Generic[T]):
 
     def __repr__(self) -> str:
         return f"JsonlStore({str(self.path)!r}, {self.cls.__name__}, {len(self)} records)"
+
+
+class NpyRows:
+    """Rows of a 2-D ``.npy`` array (C order), read with ``os.pread``: the few rows a query
+    needs, without mapping the file (see the module notes)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        with open(self.path, "rb") as f:
+            version = np.lib.format.read_magic(f)
+            read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            shape, fortran, dtype = read_header(f)
+            self.start = f.tell()
+        if len(shape) != 2 or fortran or dtype.hasobject:
+            raise ValueError(f"{self.path.name} is not a 2-D C-order numeric array")
+        self.shape, self.dtype = shape, dtype
+        self.row_bytes = shape[1] * dtype.itemsize
+        if self.path.stat().st_size < self.start + shape[0] * self.row_bytes:
+            raise ValueError(f"{self.path.name} is shorter than its {shape[0]} x {shape[1]} header says (cut short?)")
+        self._fd = os.open(self.path, os.O_RDONLY)
+
+    def rows(self, positions: Sequence[int]) -> np.ndarray:
+        out = np.empty((len(positions), self.shape[1]), dtype=self.dtype)
+        for j, p in enumerate(positions):
+            if not 0 <= p < self.shape[0]:
+                raise IndexError(f"row {p} of {self.shape[0]}")
+            out[j] = np.frombuffer(os.pread(self._fd, self.row_bytes, self.start + int(p) * self.row_bytes), dtype=self.dtype)
+        return out
+
+    def __del__(self) -> None:
+        fd = self.__dict__.pop("_fd", None)
+        if fd is not None:
+            os.close(fd)
+
+    def __getstate__(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if k != "_fd"}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._fd = os.open(self.path, os.O_RDONLY)

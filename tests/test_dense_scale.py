@@ -150,7 +150,8 @@ def test_retriever_overfetches_an_ann_index_to_keep_the_exact_best() -> None:
             return queries[[int(t) for t in texts]]
 
     class Stub:  # just what dense retrieval reads of an Index
-        pass
+        def vector_rows(self, positions):
+            return self.vectors[positions]
 
     index = Stub()
     index.vectors, index.faiss_index, index.chunks = vectors, ivf, chunks

@@ -131,3 +131,18 @@ def test_alias_map_reads_no_document_when_the_manifest_counts_no_aliases(tmp_pat
     index.documents = Unread(index.documents)
     rag = RAG([index], fake_config, embedder=fake_embedder)
     assert rag.aliases == {} and rag.resolve_doc_id("doc-001") == "doc-001"
+
+
+def test_vector_rows_read_the_loaded_file_and_follow_replaced_vectors(tmp_path, fake_config, fake_embedder) -> None:
+    import dataclasses
+
+    built, _ = _build(tmp_path, fake_config, fake_embedder)
+    loaded = Index.load(tmp_path / "idx")
+    positions = [2, 0, 1]
+    assert np.array_equal(loaded.vector_rows(positions), np.asarray(built.vectors)[positions])
+    doubled = dataclasses.replace(loaded, vectors=np.asarray(loaded.vectors) * 2)  # not the file any more
+    assert np.allclose(doubled.vector_rows(positions), 2 * np.asarray(built.vectors)[positions])
+    data = (tmp_path / "idx" / "vectors.npy").read_bytes()
+    (tmp_path / "idx" / "vectors.npy").write_bytes(data[:-8])
+    with pytest.raises(IndexLoadError, match="vectors"):
+        Index.load(tmp_path / "idx")

@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import pickle
+from pathlib import Path
+
+import numpy as np
 
 import pytest
 
@@ -63,3 +66,40 @@ def test_empty_store_and_pickling(tmp_path, path) -> None:
     assert len(store.JsonlStore(tmp_path / "empty.jsonl", Chunk)) == 0
     again = pickle.loads(pickle.dumps(store.JsonlStore(path, Chunk)))
     assert again[7] == CHUNKS[7]
+
+
+def test_a_file_cut_after_loading_says_rebuild(path) -> None:
+    s = store.JsonlStore(path, Chunk)
+    path.write_bytes(path.read_bytes()[:-30])  # the last record loses its end while served
+    assert s[0] == CHUNKS[0]
+    with pytest.raises(IndexLoadError, match="record 49 is unreadable.*inside the record"):
+        s[49]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_vector_rows_are_the_arrays_rows(tmp_path, dtype) -> None:
+    array = np.random.default_rng(3).standard_normal((1000, 24)).astype(dtype)
+    np.save(tmp_path / "v.npy", array)
+    rows = store.NpyRows(tmp_path / "v.npy")
+    positions = [999, 0, 500, 500, 17]
+    got = rows.rows(positions)
+    assert got.dtype == dtype and np.array_equal(got, array[positions])
+    assert rows.rows([]).shape == (0, 24)
+    with pytest.raises(IndexError):
+        rows.rows([1000])
+    again = pickle.loads(pickle.dumps(rows))
+    assert np.array_equal(again.rows([5]), array[[5]])
+    data = (tmp_path / "v.npy").read_bytes()
+    (tmp_path / "cut.npy").write_bytes(data[: len(data) - 100])
+    with pytest.raises(ValueError, match="shorter than its 1000 x 24 header"):
+        store.NpyRows(tmp_path / "cut.npy")
+
+
+def test_served_records_and_rows_leave_their_files_unmapped(tmp_path, path) -> None:
+    """Through a memory map, one record read maps a whole page-cache folio (about 2 MB) into
+    the process; read with pread, the files never appear among the process's mappings."""
+    np.save(tmp_path / "v.npy", np.zeros((5000, 8), dtype=np.float32))
+    s, rows = store.JsonlStore(path, Chunk), store.NpyRows(tmp_path / "v.npy")
+    assert [s[i] for i in range(50)] == CHUNKS and rows.rows(list(range(0, 5000, 7))).shape == (715, 8)
+    mapped = Path("/proc/self/maps").read_text()
+    assert str(path) not in mapped and str(tmp_path / "v.npy") not in mapped
