@@ -41,7 +41,7 @@ class Answerer:
                  answer: AnswerConfig | None = None, generators: GeneratorCache | None = None) -> None:
         self._retrieve = retrieve
         self.config = config
-        self.check = AnswerCheck(answer)
+        self.check = AnswerCheck(answer, generator=config.model)
         self.generators = generators or GeneratorCache()
         self._generators = self.generators.generators
         self._notices = self.generators.notices

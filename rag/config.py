@@ -167,7 +167,9 @@ class AnswerConfig:
     min_support: float = 0.5
     # Give an explicit refusal of the generator a second, extractive try.
     rescue_explicit_refusals: bool = True
-    # Answerability model file ("": the bundled rag/verify/model.json).
+    # Answerability model file. "": the bundled one fitted for generation.model's answers
+    # (rag/verify/model-qwen2.5-coder-1.5b.json for the 1.5B; rag/verify/model.json, the
+    # default generator's, for any other).
     model: str = ""
 
 

@@ -11,7 +11,7 @@ from rag.errors import ConfigError
 from rag.generation import REFUSAL
 from rag.verify import AnswerCheck, is_explicit_refusal
 from rag.records import Citation
-from rag.verify.answerability import FEATURES, TOKEN_SIGNALS, AnswerabilityModel, features, load_model
+from rag.verify.answerability import FEATURES, MODEL_PATH, TOKEN_SIGNALS, AnswerabilityModel, features, load_model
 from rag.verify.fit import C_GRID, CV_TOLERANCE, Row, choose_c, fit, fit_min_evidence, utility
 
 from conftest import passage
@@ -98,6 +98,21 @@ def test_bundled_model_is_inspectable_and_fitted() -> None:
     weights = dict(zip(model.features, model.weights))
     # Signals that an answer addresses the question push the score up.
     assert weights["quote_question"] > 0 and weights["align"] > 0
+
+
+def test_the_answer_check_fitted_for_the_generator_is_chosen() -> None:
+    from rag.answering import Answerer
+
+    default = load_model()
+    larger = [AnswerCheck(AnswerConfig(), generator=name).model for name in (
+        "Qwen/Qwen2.5-Coder-1.5B-Instruct", "/srv/models/qwen2.5-coder-1.5b-instruct-ct2-int8/", "Qwen2.5-Coder-1.5B-Instruct-Q4_K_M.gguf")]
+    assert all(m == larger[0] != default for m in larger) and "t15-" in larger[0].fitted_on
+    assert AnswerCheck(AnswerConfig(), generator="Qwen/Qwen2.5-Coder-0.5B-Instruct").model == default
+    assert AnswerCheck(AnswerConfig(), generator="someone/other-model").model == default
+    # answer.model, where set, wins over the generator's own fit.
+    assert AnswerCheck(AnswerConfig(model=str(MODEL_PATH)), generator="Qwen/Qwen2.5-Coder-1.5B-Instruct").model == default
+    generation = Config().with_overrides(generation={"model": "Qwen/Qwen2.5-Coder-1.5B-Instruct"}).generation
+    assert Answerer(lambda question, k: [], generation).check.model == larger[0]
 
 
 def test_bad_model_files_say_how_to_fix(tmp_path) -> None:

@@ -34,7 +34,7 @@ from rag.errors import ConfigError
 from rag.generation import REFUSAL, ExtractiveGenerator
 from rag.records import Citation, Passage
 from rag.verify.align import render, strip_markers, verify_answer
-from rag.verify.answerability import FEATURES, AnswerabilityModel, features, load_model
+from rag.verify.answerability import FEATURES, AnswerabilityModel, features, load_model, model_path_for
 from rag.verify.checks import NUMERIC_TYPES, REFUSAL_CUES, evidence, expected_type
 
 __all__ = ["AnswerCheck", "Verdict", "REFUSAL", "REFUSAL_CUES", "FEATURES", "HARD_REFUSALS", "is_explicit_refusal"]
@@ -78,9 +78,11 @@ class Verdict:
 class AnswerCheck:
     """Decides, for one question at a time, whether and how to answer (see the module notes)."""
 
-    def __init__(self, config: AnswerConfig | None = None) -> None:
+    def __init__(self, config: AnswerConfig | None = None, generator: str = "") -> None:
+        """``generator``: the model whose answers are checked; without ``answer.model``, the
+        bundled answerability model fitted for it (or the default generator's) is used."""
         self.config = config or AnswerConfig()
-        self.model: AnswerabilityModel = load_model(self.config.model)
+        self.model: AnswerabilityModel = load_model(self.config.model or model_path_for(generator))
         strictness = self.config.strictness
         if strictness is not None and not (isinstance(strictness, (int, float)) and 0.0 <= strictness <= 1.0):
             raise ConfigError(f"answer.strictness must be a number from 0 (answer whatever is supported) to 1, got {strictness!r}")

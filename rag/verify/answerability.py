@@ -25,8 +25,19 @@ from rag.rewrite import subject_of
 from rag.textsim import bigrams, content, question_core
 from rag.verify.checks import answer_has_expected_type, event_mentioned, evidence, expected_type
 
-MODEL_PATH = Path(__file__).with_name("model.json")
+MODEL_PATH = Path(__file__).with_name("model.json")  # fitted on the default generator's tune answers
 MODEL_VERSION = 1
+#: Models fitted on another generator's tune answers, by the start of its name (an id's last
+#: part, or a local folder or GGUF file of it). A larger model answers in other shapes, so a
+#: check fitted on the default's answers misjudges it: on the 1.5B's check-split answers,
+#: its own fit refuses fewer right answers and more unanswerable questions (README).
+GENERATOR_MODELS = {"qwen2.5-coder-1.5b-instruct": Path(__file__).with_name("model-qwen2.5-coder-1.5b.json")}
+
+
+def model_path_for(generator: str) -> Path:
+    """The bundled answerability model fitted for ``generator`` (a model id or path), else :data:`MODEL_PATH`."""
+    name = Path(str(generator).rstrip("/")).name.lower()
+    return next((path for prefix, path in GENERATOR_MODELS.items() if name.startswith(prefix)), MODEL_PATH)
 
 #: The signals, in the order of the model's weights.
 FEATURES = (
@@ -78,7 +89,7 @@ class AnswerabilityModel:
 
 
 def load_model(path: str | Path = "") -> AnswerabilityModel:
-    """The answerability model at ``path`` (default: the bundled ``model.json``)."""
+    """The answerability model at ``path`` (default: the bundled ``model.json``, the default generator's)."""
     return _load(str(path or MODEL_PATH))
 
 

@@ -79,7 +79,7 @@ def replay_rows(run_dir: str | Path, corpus: str, rag: Any = None) -> list[Row]:
     run_dir = Path(run_dir)
     config = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))
     rag = rag or RAG.load(config["eval"]["index_dir"], config=Config.from_dict(config["rag"]))
-    check = AnswerCheck(rag.config.answer)
+    check = AnswerCheck(rag.config.answer, generator=rag.config.generation.model)
     rows = []
     with open(run_dir / "predictions.jsonl", encoding="utf-8") as f:
         for line in f:
