@@ -212,6 +212,8 @@ def variants(cores: int) -> list[Variant]:
         Variant("ctranslate2 int8 top 5 passages, focus 120", ct2_int8, top_k=5, focus=120),
         Variant("ctranslate2 int8 1.5B top 3 passages", ct2_15 := ct2("int8", model=GENERATOR_1_5B), top_k=3),
         Variant("ctranslate2 int8 1.5B top 3 passages, focus 150", ct2_15, top_k=3, focus=150),
+        Variant("ctranslate2 int8 1.5B, the default prompt (cached system prompt, passages 2-3 focused to 200)",
+                ct2("int8", model=GENERATOR_1_5B, cache_system_prompt=True), top_k=3, focus=200, focus_from=2),
         # CTranslate2 4.8 refused int8_bfloat16 and bfloat16 on an AVX512-BF16 CPU without AMX ("not efficient"): an error row there.
         Variant("ctranslate2 int8_bfloat16", ct2("int8_bfloat16")),
         Variant("onnxruntime-genai int4 (acc. level 4)", ort_genai("int4")),
