@@ -1,4 +1,5 @@
-"""Compare prompt or engine variants on the tune splits with the shipped answer check.
+"""Compare prompt or engine variants on the tune splits with the shipped answer check
+(the one bundled for the run's generator, as `rag` picks it).
 
 For each tune run (a `rag eval` folder made with ``benchmarks/tune_runs.toml`` settings, so
 every question has a candidate): the share of answerable questions whose candidate holds a
@@ -11,14 +12,17 @@ answers (retrieval again, no generation).
 """
 from __future__ import annotations
 
+import json
 import sys
+from pathlib import Path
 
-from rag.verify.answerability import load_model
+from rag.verify.answerability import load_model, model_path_for
 from rag.verify.fit import read_rows, replay_rows, utility
 
 
 def summary(run: str) -> dict[str, float]:
-    model = load_model()
+    config = json.loads((Path(run.lstrip("@")) / "config.json").read_text(encoding="utf-8"))
+    model = load_model(config["rag"]["answer"].get("model") or model_path_for(config["rag"]["generation"]["model"]))
     rows = replay_rows(run[1:], "tune") if run.startswith("@") else read_rows(run, "tune")
     answered = [r.has_candidate and model.score(r.signals) >= model.threshold for r in rows]
     ans = [(r, a) for r, a in zip(rows, answered) if r.answerable]
