@@ -331,4 +331,8 @@ def test_cli_squad_real_models_extractive(tmp_path: Path, cmrc_file: Path, defau
     assert metrics["count.answerable"] == 4 and metrics["count.unanswerable"] == 1
     assert metrics["retrieval.hit@1"] == 1.0  # three short contexts on different topics
     assert metrics["answer.accuracy"] >= 0.5 and metrics["answer.coverage_accuracy"] >= metrics["answer.accuracy"]
-    assert json.loads((out / "config.json").read_text(encoding="utf-8"))["rag"]["generation"]["backend"] == "extractive"
+    config = json.loads((out / "config.json").read_text(encoding="utf-8"))
+    assert config["rag"]["generation"]["backend"] == "extractive"
+    # Which answer check judged the run: the bundled one of the default generator.
+    assert config["eval"]["answer_check_model"] == "rag/verify/model.json"
+    assert "- answer check: `rag/verify/model.json`" in (out / "report.md").read_text(encoding="utf-8")

@@ -127,7 +127,8 @@ def render_report(metrics: Mapping[str, float], items: Sequence[Mapping[str, Any
     lines = [f"# Evaluation run {settings.get('name', '')}", ""]
     lines += [f"- {k}: `{v}`" for k, v in (
         ("questions", settings.get("questions_file")), ("index", settings.get("index_dir")),
-        ("generator", backend), ("answer top_k", settings.get("top_k")), ("started", settings.get("started")),
+        ("generator", backend), ("answer check", settings.get("answer_check_model")), ("answer top_k", settings.get("top_k")),
+        ("started", settings.get("started")),
     ) if v is not None]
     lines += ["", "## Metrics", ""]
     lines += _table(["metric", "value"], [[k, _fmt(k, v)] for k, v in metrics.items() if not k.startswith("by_type.")])

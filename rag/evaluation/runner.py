@@ -200,7 +200,8 @@ def run_eval(
         raise EvaluationError(f"run folder {run_dir} already exists and is not empty; choose another --out or --name")
     run_dir.mkdir(parents=True, exist_ok=True)
     resolved = {"eval": {**(settings or {}), "retrieval_only": retrieval_only, "top_k": top_k,
-                         "retrieval_depth": m.RETRIEVAL_DEPTH, "questions": len(questions)},
+                         "retrieval_depth": m.RETRIEVAL_DEPTH, "questions": len(questions),
+                         "answer_check_model": _check_model(rag)},
                 "rag": config}
     _write_json(run_dir / "config.json", resolved)
     started = time.perf_counter()
@@ -255,3 +256,15 @@ def read_run(run_dir: str | Path) -> tuple[dict[str, float], list[dict[str, Any]
     except (OSError, json.JSONDecodeError) as e:
         raise EvaluationError(f"{run_dir} is not a finished evaluation run ({e})") from e
     return metrics, items
+
+
+def _check_model(rag: Answerer) -> str | None:
+    """The answer check's model file (from the working folder where it lies below it), or None
+    for a pipeline without one (a test fake)."""
+    path = getattr(getattr(getattr(rag, "answerer", None), "check", None), "model_path", None)
+    if path is None:
+        return None
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)

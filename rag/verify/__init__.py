@@ -82,7 +82,9 @@ class AnswerCheck:
         """``generator``: the model whose answers are checked; without ``answer.model``, the
         bundled answerability model fitted for it (or the default generator's) is used."""
         self.config = config or AnswerConfig()
-        self.model: AnswerabilityModel = load_model(self.config.model or model_path_for(generator))
+        #: The answerability model's file: ``answer.model``, or the one bundled for ``generator``.
+        self.model_path = str(self.config.model or model_path_for(generator))
+        self.model: AnswerabilityModel = load_model(self.model_path)
         strictness = self.config.strictness
         if strictness is not None and not (isinstance(strictness, (int, float)) and 0.0 <= strictness <= 1.0):
             raise ConfigError(f"answer.strictness must be a number from 0 (answer whatever is supported) to 1, got {strictness!r}")
