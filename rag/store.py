@@ -72,7 +72,29 @@ def _scan_offsets(path: Path, block: int = 1 << 24) -> np.ndarray:
     return out
 
 
-class JsonlStore(Sequence[T], Generic[T]):
+class _PositionalFile:
+    """An open read-only descriptor of ``self.path`` for ``os.pread``: closed with the object,
+    left out of a pickle and opened again on unpickling."""
+
+    path: Path
+
+    def _open(self) -> None:
+        self._fd = os.open(self.path, os.O_RDONLY)
+
+    def __del__(self) -> None:
+        fd = self.__dict__.pop("_fd", None)
+        if fd is not None:
+            os.close(fd)
+
+    def __getstate__(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if k != "_fd"}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._open()
+
+
+class JsonlStore(_PositionalFile, Sequence[T], Generic[T]):
     """Read-only sequence of the records in a JSON-lines file, decoded on access."""
 
     def __init__(self, path: str | Path, cls: type[T]) -> None:
@@ -90,21 +112,6 @@ class JsonlStore(Sequence[T], Generic[T]):
             return False
         at = np.unique(np.linspace(1, len(o) - 1, min(SAMPLE, len(o) - 1), dtype=np.int64)) if len(o) > 1 else []
         return all(os.pread(self._fd, 1, int(o[i]) - 1) == b"\n" for i in at)
-
-    def _open(self) -> None:
-        self._fd = os.open(self.path, os.O_RDONLY)
-
-    def __del__(self) -> None:
-        fd = self.__dict__.pop("_fd", None)
-        if fd is not None:
-            os.close(fd)
-
-    def __getstate__(self) -> dict:
-        return {k: v for k, v in self.__dict__.items() if k != "_fd"}
-
-    def __setstate__(self, state: dict) -> None:
-        self.__dict__.update(state)
-        self._open()
 
     def __len__(self) -> int:
         return len(self.offsets) - 1
@@ -146,7 +153,7 @@ class JsonlStore(Sequence[T], Generic[T]):
         return f"JsonlStore({str(self.path)!r}, {self.cls.__name__}, {len(self)} records)"
 
 
-class NpyRows:
+class NpyRows(_PositionalFile):
     """Rows of a 2-D ``.npy`` array (C order), read with ``os.pread``: the few rows a query
     needs, without mapping the file (see the module notes)."""
 
@@ -163,7 +170,7 @@ class NpyRows:
         self.row_bytes = shape[1] * dtype.itemsize
         if self.path.stat().st_size < self.start + shape[0] * self.row_bytes:
             raise ValueError(f"{self.path.name} is shorter than its {shape[0]} x {shape[1]} header says (cut short?)")
-        self._fd = os.open(self.path, os.O_RDONLY)
+        self._open()
 
     def rows(self, positions: Sequence[int]) -> np.ndarray:
         out = np.empty((len(positions), self.shape[1]), dtype=self.dtype)
@@ -172,15 +179,3 @@ class NpyRows:
                 raise IndexError(f"row {p} of {self.shape[0]}")
             out[j] = np.frombuffer(os.pread(self._fd, self.row_bytes, self.start + int(p) * self.row_bytes), dtype=self.dtype)
         return out
-
-    def __del__(self) -> None:
-        fd = self.__dict__.pop("_fd", None)
-        if fd is not None:
-            os.close(fd)
-
-    def __getstate__(self) -> dict:
-        return {k: v for k, v in self.__dict__.items() if k != "_fd"}
-
-    def __setstate__(self, state: dict) -> None:
-        self.__dict__.update(state)
-        self._fd = os.open(self.path, os.O_RDONLY)
