@@ -22,7 +22,7 @@ from rag.verify.fit import read_rows, replay_rows, utility
 
 def summary(run: str) -> dict[str, float]:
     config = json.loads((Path(run.lstrip("@")) / "config.json").read_text(encoding="utf-8"))
-    model = load_model(config["rag"]["answer"].get("model") or model_path_for(config["rag"]["generation"]["model"]))
+    model = load_model(model_path_for(config["rag"]["generation"]["model"], config["rag"]["answer"].get("model", "")))
     rows = replay_rows(run[1:], "tune") if run.startswith("@") else read_rows(run, "tune")
     answered = [r.has_candidate and model.score(r.signals) >= model.threshold for r in rows]
     ans = [(r, a) for r, a in zip(rows, answered) if r.answerable]

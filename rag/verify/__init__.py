@@ -83,7 +83,7 @@ class AnswerCheck:
         bundled answerability model fitted for it (or the default generator's) is used."""
         self.config = config or AnswerConfig()
         #: The answerability model's file: ``answer.model``, or the one bundled for ``generator``.
-        self.model_path = str(self.config.model or model_path_for(generator))
+        self.model_path = str(model_path_for(generator, self.config.model))
         self.model: AnswerabilityModel = load_model(self.model_path)
         strictness = self.config.strictness
         if strictness is not None and not (isinstance(strictness, (int, float)) and 0.0 <= strictness <= 1.0):

@@ -34,8 +34,11 @@ MODEL_VERSION = 1
 GENERATOR_MODELS = {"qwen2.5-coder-1.5b-instruct": Path(__file__).with_name("model-qwen2.5-coder-1.5b.json")}
 
 
-def model_path_for(generator: str) -> Path:
-    """The bundled answerability model fitted for ``generator`` (a model id or path), else :data:`MODEL_PATH`."""
+def model_path_for(generator: str, configured: str = "") -> Path:
+    """The answerability model to use: ``configured`` (``answer.model``) where set, else the
+    bundled one fitted for ``generator`` (a model id or path), else :data:`MODEL_PATH`."""
+    if configured:
+        return Path(configured)
     name = Path(str(generator).rstrip("/")).name.lower()
     return next((path for prefix, path in GENERATOR_MODELS.items() if name.startswith(prefix)), MODEL_PATH)
 
