@@ -289,6 +289,7 @@ def build_synthetic_index(n: int, pool: list[list[str]], base: np.ndarray, folde
 
 def probe(folder: str, qvec_file: str) -> dict:
     """Run in a fresh process: start-up, memory and latency of serving ``folder``, and recall."""
+    import copy
     import dataclasses
 
     import faiss
@@ -320,6 +321,9 @@ def probe(folder: str, qvec_file: str) -> dict:
     rss_served, anon, mapped = rss_mb(), rss_mb("RssAnon"), rss_mb("RssFile")
     once = Retriever([index], embedder, RetrievalConfig(dense_overfetch=1))
     found_once, t_once = run(once)
+    in_numpy = copy.copy(index.lexical)
+    in_numpy.compiled = False
+    found_numpy, t_numpy = run(Retriever([dataclasses.replace(index, lexical=in_numpy)], embedder, RetrievalConfig()))
     before = Retriever([dataclasses.replace(index, lexical=ExhaustiveLexical(index.lexical))], embedder, RetrievalConfig())
     found_before, t_before = run(before)
     flat = faiss.IndexFlatIP(index.dimension)
@@ -334,6 +338,7 @@ def probe(folder: str, qvec_file: str) -> dict:
             "anon_after_queries_mb": round(anon - anon0), "mapped_files_after_queries_mb": round(mapped - file0),
             "now": {**percentiles(warm), "cold_p50_ms": percentiles(cold)["p50_ms"], f"recall@{K}": rec(found)},
             "once": {**percentiles(t_once), f"recall@{K}": rec(found_once)},
+            "numpy": {**percentiles(t_numpy), f"recall@{K}": rec(found_numpy)},
             "before": {**percentiles(t_before), f"recall@{K}": rec(found_before)},
             "exact": {**percentiles(t_exact), f"recall@{K}": 1.0}}
 
@@ -373,8 +378,9 @@ def bench_hybrid(sizes: list[int], args) -> list[dict]:
         out = subprocess.run([sys.executable, __file__, "--probe", str(folder), "--qvecs", str(qvec_file)],
                              capture_output=True, text=True, check=True)
         got = json.loads(out.stdout.strip().splitlines()[-1])
-        for variant, label in (("now", "MaxScore BM25 + IVF, dense candidates fetched 2x (default)"),
-                               ("once", "MaxScore BM25 + IVF, dense candidates fetched once (before)"),
+        for variant, label in (("now", "compiled MaxScore BM25 + IVF, dense candidates fetched 2x (default)"),
+                               ("numpy", "MaxScore BM25 in NumPy calls + IVF 2x (before numba)"),
+                               ("once", "compiled MaxScore BM25 + IVF, dense candidates fetched once"),
                                ("before", "dense-array BM25 + IVF 2x (first round's BM25)"), ("exact", "exhaustive BM25 + flat (exact)")):
             r = {"n": n, "retrieve": label, **got[variant]}
             if variant == "now":

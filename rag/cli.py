@@ -209,6 +209,10 @@ def models_provision(generator: bool, generator_model: str | None) -> None:
 
     embedder = Embedder(Config().embedding)  # exports the fast CPU engine's model once, if "auto" picks one
     click.echo(f"embedding engine: {embedder.engine}")
+    from rag.lexical import compile_search
+
+    if compile_search():  # once here, not at the first search of a served index
+        click.echo("BM25 search: compiled")
     if generator:
         import importlib.util
 

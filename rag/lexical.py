@@ -11,6 +11,10 @@ search in the other lists). Once the bounds of the tokens not taken sum to at
 most ``theta``, no chunk that only they hold can enter the top k; the chunks
 that can still reach ``theta`` are finished by binary search. The top k is the
 same as scoring every chunk, and common tokens' long lists are not scanned.
+
+Where numba is installed (a dependency), the search runs compiled
+(`rag.lexical_kernels`, the same algorithm in one pass: 1M synthetic chunks,
+p50 9.6 -> 3.8 ms); the NumPy path below stays for installs without it.
 """
 from __future__ import annotations
 
@@ -18,6 +22,7 @@ import functools
 import json
 import logging
 import re
+import threading
 from collections import Counter
 from pathlib import Path
 from typing import Sequence
@@ -51,6 +56,30 @@ def tokenize(text: str) -> list[str]:
     return [t.lower() for t in _tokenizer().cut_for_search(text) if _WORD.search(t)]
 
 
+@functools.cache
+def _kernels():
+    """`rag.lexical_kernels`, or None where numba is not installed (search then runs in NumPy calls)."""
+    try:
+        from rag import lexical_kernels
+    except ImportError as e:
+        logger.info("numba is not installed (%s): BM25 search runs in NumPy, about twice as slow at 1M chunks", e)
+        return None
+    except Exception as e:  # e.g. numba finds no writable cache folder (set NUMBA_CACHE_DIR)
+        logger.warning("cannot load the compiled BM25 search (%s: %s); searching in NumPy. Setting NUMBA_CACHE_DIR "
+                       "to a writable folder may help.", type(e).__name__, e)
+        return None
+    return lexical_kernels
+
+
+def compile_search() -> bool:
+    """Compile the search kernels now (or load them from numba's cache), so that no search waits
+    for it; False where numba is not installed."""
+    kernels = _kernels()
+    if kernels is not None:
+        kernels.warm_up()
+    return kernels is not None
+
+
 @functools.lru_cache(maxsize=256)
 def _query_tokens(query: str) -> tuple[str, ...]:
     """`tokenize` for queries, cached: one query is searched and then scored on its candidates."""
@@ -79,6 +108,9 @@ class LexicalIndex:
         # Plain views (of the memory maps, when loaded so): slicing a np.memmap object is slow.
         self._data, self._indices, self._indptr = (np.asarray(s[k]).view(np.ndarray) for k in ("data", "indices", "indptr"))
         self._term_max = term_max if term_max is not None else _term_max(self._data, self._indptr)
+        #: Search with the compiled kernels (`rag.lexical_kernels`), where numba is installed.
+        self.compiled = _kernels() is not None
+        self._local = threading.local()
 
     @classmethod
     def build(cls, texts: Sequence[str]) -> "LexicalIndex":
@@ -173,6 +205,8 @@ class LexicalIndex:
         if not len(ids) or not len(positions):
             return np.zeros(len(positions), dtype=np.float32)
         uniq, inverse = np.unique(positions, return_inverse=True)
+        if self.compiled:
+            return _kernels().score_sorted(self._indptr, self._indices, self._data, ids, weights, uniq)[inverse]
         scores = np.zeros(len(uniq), dtype=np.float32)
         for tid, w in zip(ids, weights):
             scores += w * self._lookup(tid, uniq)
@@ -183,6 +217,22 @@ class LexicalIndex:
         ids, weights = self._query_terms(query)
         if not len(ids) or k < 1:
             return np.array([], dtype=np.int64), np.array([], dtype=np.float32)
+        if self.compiled:
+            upper = self._term_max[ids] * weights
+            order = np.argsort(-upper, kind="stable")
+            rest = np.append(np.cumsum(upper[order][::-1])[::-1], 0.0).astype(np.float32)
+            return _kernels().maxscore(self._indptr, self._indices, self._data, ids[order], weights[order], rest, k, self._scratch())
+        return self._search_numpy(ids, weights, k)
+
+    def _scratch(self) -> np.ndarray:
+        """This thread's zeroed array of one float per chunk (the compiled search leaves it zeroed)."""
+        acc = getattr(self._local, "acc", None)
+        if acc is None:
+            acc = self._local.acc = np.zeros(self.size, dtype=np.float32)
+        return acc
+
+    def _search_numpy(self, ids: np.ndarray, weights: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """`search` in NumPy calls, where numba is not installed (and as the benchmarks' baseline)."""
         upper = self._term_max[ids] * weights
         order = np.argsort(-upper, kind="stable")
         ids, weights = ids[order], weights[order]

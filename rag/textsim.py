@@ -29,9 +29,9 @@ def coverage(core: set[str], text: str) -> float:
     if not core:
         return 0.0
     t = content(text)
-    if len(t) < 2 or any(len(b) < 2 for b in core):  # a one-character text or core is its own "bigram"
+    if len(t) < 2 or min(map(len, core)) < 2:  # a one-character text or core is its own "bigram"
         return len(core & bigrams(t)) / len(core)
-    return sum(b in t for b in core) / len(core)
+    return sum(map(t.__contains__, core)) / len(core)
 
 
 def overlap(part: str, whole_bigrams: set[str]) -> float:

@@ -1,7 +1,9 @@
-"""BM25 top-k by MaxScore over posting lists equals scoring every chunk."""
+"""BM25 top-k by MaxScore over posting lists equals scoring every chunk, compiled (numba) or in NumPy."""
 from __future__ import annotations
 
+import copy
 import json
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -16,10 +18,18 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def corpus_index() -> LexicalIndex:
+def built_index() -> LexicalIndex:
     docs = load_documents([str(ROOT / "data/articles.txt")])
     chunks = chunk_documents(docs, 300, 1, 0)
     return LexicalIndex.build([c.text for c in chunks])
+
+
+@pytest.fixture(scope="module", params=["compiled", "numpy"])
+def corpus_index(request, built_index) -> LexicalIndex:
+    """The corpus index searched by the compiled kernels, then by the NumPy path."""
+    index = copy.copy(built_index)
+    index.compiled = request.param == "compiled"
+    return index
 
 
 @pytest.fixture(scope="module")
@@ -112,3 +122,59 @@ def test_coverage_by_substring_search_equals_the_bigram_set_formula() -> None:
         t = "".join(rng.choice(chars + "，。 ") for _ in range(rng.randint(0, 12)))
         core = bigrams(q)
         assert coverage(core, t) == (len(core & bigrams(t)) / len(core) if core else 0.0), (q, t)
+
+
+def test_the_compiled_search_is_what_an_install_uses(built_index) -> None:
+    # numba is a dependency: an index searches with the kernels unless it is missing.
+    assert built_index.compiled
+
+
+def test_compiled_and_numpy_searches_agree(built_index, questions) -> None:
+    numpy_index = copy.copy(built_index)
+    numpy_index.compiled = False
+    for q in questions:
+        for k in (3, 30):
+            pos, got = built_index.search(q, k)
+            want_pos, want = numpy_index.search(q, k)
+            np.testing.assert_array_equal(got, want, err_msg=q)  # the same float sums, in the same order
+            assert set(pos[got > want[-1]]) == set(want_pos[want > want[-1]]), q
+
+
+def test_compiled_search_breaks_ties_by_position() -> None:
+    texts = ["绿茶 红茶", "咖啡", "绿茶 红茶", "绿茶 红茶", "可可", "绿茶 红茶"]
+    index = LexicalIndex.from_tokens([tokenize(t) for t in texts])
+    assert index.compiled
+    pos, scores = index.search("红茶", 3)
+    assert pos.tolist() == [0, 2, 3] and len(set(scores.tolist())) == 1
+
+
+def test_compiled_search_from_many_threads_at_once(built_index, questions) -> None:
+    # Each thread has its own scratch scores: concurrent queries must not see each other's.
+    want = {q: built_index.search(q, 10)[0].tolist() for q in questions}
+    got: dict[str, list[int]] = {}
+    errors: list[BaseException] = []
+
+    def work(part: list[str]) -> None:
+        try:
+            for _ in range(3):
+                for q in part:
+                    got[q] = built_index.search(q, 10)[0].tolist()
+                    assert got[q] == want[q], q
+        except BaseException as e:  # reported below, from the main thread
+            errors.append(e)
+
+    threads = [threading.Thread(target=work, args=(questions[i::4],)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors[0]
+    assert got == want
+
+
+def test_without_numba_search_runs_in_numpy(monkeypatch, questions) -> None:
+    monkeypatch.setattr(lexical, "_kernels", lambda: None)
+    index = LexicalIndex.from_tokens([tokenize(t) for t in ("红茶 绿茶", "绿茶 咖啡", "咖啡 可可 可可")])
+    assert not index.compiled
+    pos, scores = index.search("咖啡 可可", 2)
+    assert pos.tolist() == [2, 1] and scores[0] > scores[1] > 0
