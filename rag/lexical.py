@@ -95,6 +95,15 @@ def _term_max(data: np.ndarray, indptr: np.ndarray) -> np.ndarray:
     return out
 
 
+def _check_postings(indptr: np.ndarray, indices: np.ndarray, data: np.ndarray) -> None:
+    """Refuse posting arrays that do not fit together (from different or damaged files): the
+    compiled search trusts their bounds. Reads the offsets only, not the lists."""
+    if (indptr.ndim != 1 or len(indptr) < 1 or len(indices) != len(data) or int(indptr[0]) != 0
+            or int(indptr[-1]) != len(indices) or bool(np.any(np.diff(indptr) < 0))):
+        raise ValueError(f"BM25 posting arrays do not fit together ({len(indptr)} list offsets ending at "
+                         f"{int(indptr[-1]) if len(indptr) else None}, {len(indices)} positions, {len(data)} scores)")
+
+
 class LexicalIndex:
     """BM25 index (``bm25s`` storage) with exact top-k search by MaxScore over posting lists."""
 
@@ -107,6 +116,7 @@ class LexicalIndex:
         s = bm25.scores
         # Plain views (of the memory maps, when loaded so): slicing a np.memmap object is slow.
         self._data, self._indices, self._indptr = (np.asarray(s[k]).view(np.ndarray) for k in ("data", "indices", "indptr"))
+        _check_postings(self._indptr, self._indices, self._data)
         self._term_max = term_max if term_max is not None else _term_max(self._data, self._indptr)
         #: Search with the compiled kernels (`rag.lexical_kernels`), where numba is installed.
         self.compiled = _kernels() is not None
@@ -169,7 +179,8 @@ class LexicalIndex:
 
     def _query_terms(self, query: str) -> tuple[np.ndarray, np.ndarray]:
         """Token ids of the query's in-vocabulary tokens and how often each occurs."""
-        counts = Counter(self._bm25.get_tokens_ids(_query_tokens(query)))
+        n_tokens = len(self._indptr) - 1  # bm25s's vocabulary may hold one more entry (""), with no list
+        counts = Counter(i for i in self._bm25.get_tokens_ids(_query_tokens(query)) if i < n_tokens)
         ids = np.fromiter(counts.keys(), dtype=np.int64, count=len(counts))
         return ids, np.fromiter(counts.values(), dtype=np.float32, count=len(counts))
 

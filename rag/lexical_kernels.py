@@ -82,6 +82,7 @@ def maxscore(indptr, indices, data, ids, weights, rest, k, acc):
     first) with ``weights`` (query counts); ``rest[j]`` is the sum of the bounds of tokens j.. and
     ``rest[len(ids)] == 0``. ``acc`` is zeroed scratch of one float32 per chunk, left zeroed."""
     n_terms = len(ids)
+    n_docs = len(acc)
     theta = np.float32(0.0)
     best = np.empty(0, dtype=np.int64)
     touched = 0
@@ -94,6 +95,8 @@ def maxscore(indptr, indices, data, ids, weights, rest, k, acc):
         b = 0
         for p in range(lo, hi):
             d = indices[p]
+            if d < 0 or d >= n_docs:
+                raise ValueError("a BM25 posting list names a chunk beyond the index: the index is damaged; rebuild it")
             a = acc[d]
             if a == 0:
                 touched += 1

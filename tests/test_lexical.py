@@ -178,3 +178,22 @@ def test_without_numba_search_runs_in_numpy(monkeypatch, questions) -> None:
     assert not index.compiled
     pos, scores = index.search("咖啡 可可", 2)
     assert pos.tolist() == [2, 1] and scores[0] > scores[1] > 0
+
+
+def test_posting_arrays_that_do_not_fit_together_are_refused(built_index) -> None:
+    bm25 = copy.copy(built_index._bm25)
+    bm25.scores = dict(bm25.scores, indptr=np.asarray(bm25.scores["indptr"])[:-1])  # one list short
+    with pytest.raises(ValueError, match="do not fit together"):
+        LexicalIndex(bm25)
+
+
+def test_a_posting_beyond_the_index_is_an_error_not_a_crash(built_index, questions) -> None:
+    # The compiled search writes a score per posting: a damaged position must raise, not corrupt memory.
+    bm25 = copy.copy(built_index._bm25)
+    indices = np.array(bm25.scores["indices"])
+    indices[:] = built_index.size + 1000
+    bm25.scores = dict(bm25.scores, indices=indices)
+    damaged = LexicalIndex(bm25)
+    assert damaged.compiled
+    with pytest.raises(ValueError, match="damaged; rebuild"):
+        damaged.search(questions[0], 5)
