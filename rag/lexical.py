@@ -120,7 +120,9 @@ class LexicalIndex:
         self._term_max = term_max if term_max is not None else _term_max(self._data, self._indptr)
         #: Search with the compiled kernels (`rag.lexical_kernels`), where numba is installed.
         self.compiled = _kernels() is not None
-        self._local = threading.local()
+        # Zeroed score arrays (one float per chunk) for compiled searches, one per search running at once.
+        self._scratch: list[np.ndarray] = []
+        self._scratch_lock = threading.Lock()
 
     @classmethod
     def build(cls, texts: Sequence[str]) -> "LexicalIndex":
@@ -232,15 +234,13 @@ class LexicalIndex:
             upper = self._term_max[ids] * weights
             order = np.argsort(-upper, kind="stable")
             rest = np.append(np.cumsum(upper[order][::-1])[::-1], 0.0).astype(np.float32)
-            return _kernels().maxscore(self._indptr, self._indices, self._data, ids[order], weights[order], rest, k, self._scratch())
+            with self._scratch_lock:
+                acc = self._scratch.pop() if self._scratch else np.zeros(self.size, dtype=np.float32)
+            found = _kernels().maxscore(self._indptr, self._indices, self._data, ids[order], weights[order], rest, k, acc)
+            with self._scratch_lock:  # the search leaves it zeroed; one that raised does not come back
+                self._scratch.append(acc)
+            return found
         return self._search_numpy(ids, weights, k)
-
-    def _scratch(self) -> np.ndarray:
-        """This thread's zeroed array of one float per chunk (the compiled search leaves it zeroed)."""
-        acc = getattr(self._local, "acc", None)
-        if acc is None:
-            acc = self._local.acc = np.zeros(self.size, dtype=np.float32)
-        return acc
 
     def _search_numpy(self, ids: np.ndarray, weights: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """`search` in NumPy calls, where numba is not installed (and as the benchmarks' baseline)."""

@@ -149,7 +149,7 @@ def test_compiled_search_breaks_ties_by_position() -> None:
 
 
 def test_compiled_search_from_many_threads_at_once(built_index, questions) -> None:
-    # Each thread has its own scratch scores: concurrent queries must not see each other's.
+    # Each search running at once has its own scores array: concurrent queries must not see each other's.
     want = {q: built_index.search(q, 10)[0].tolist() for q in questions}
     got: dict[str, list[int]] = {}
     errors: list[BaseException] = []
@@ -191,9 +191,15 @@ def test_a_posting_beyond_the_index_is_an_error_not_a_crash(built_index, questio
     # The compiled search writes a score per posting: a damaged position must raise, not corrupt memory.
     bm25 = copy.copy(built_index._bm25)
     indices = np.array(bm25.scores["indices"])
-    indices[:] = built_index.size + 1000
+    indptr = np.asarray(bm25.scores["indptr"])
+    long_lists = np.flatnonzero(np.diff(indptr) >= 2)
+    indices[indptr[long_lists + 1] - 1] = built_index.size + 1000  # each list's last posting, after the others were added
     bm25.scores = dict(bm25.scores, indices=indices)
     damaged = LexicalIndex(bm25)
     assert damaged.compiled
     with pytest.raises(ValueError, match="damaged; rebuild"):
         damaged.search(questions[0], 5)
+    # The scores array that search left half-filled is not reused: the next search starts from zero.
+    damaged._indices = np.asarray(built_index._bm25.scores["indices"])
+    for q in questions[:10]:
+        np.testing.assert_array_equal(damaged.search(q, 5)[1], built_index.search(q, 5)[1])
