@@ -5,8 +5,8 @@ pass instead of dozens of NumPy calls per query (1M synthetic chunks: p50 about
 half; ``benchmarks/retrieval_scale.py``):
 
 1. *Essential tokens.* Tokens are taken highest score bound first and their
-   postings added into ``acc`` (a per-thread scratch array of one float per
-   chunk, left zeroed). ``theta``, the k-th best partial score, is a floor for
+   postings added into ``acc`` (scratch of one float per chunk, one array per
+   search running at once, left zeroed). ``theta``, the k-th best partial score, is a floor for
    the final k-th best; it is kept from the best chunks so far plus the list
    just added, since only those chunks' scores moved. Tokens stop being taken
    once the bounds of the others sum to at most ``theta``. The best chunks are
