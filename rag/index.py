@@ -184,6 +184,16 @@ class Index:
             rows = self.__dict__["_rows"] = store.NpyRows(v.filename)
         return rows if (rows.shape == v.shape and rows.start == v.offset and rows.dtype == v.dtype) else None
 
+    def id_map(self) -> dict[str, str]:
+        """Every document id and alias -> its canonical id (`rag.corpus.alias_map`), decoded once
+        per loaded index: an upload beside a 100k-document index asks at every file."""
+        ids = self.__dict__.get("_id_map")
+        if ids is None:
+            from rag.corpus import alias_map
+
+            ids = self.__dict__["_id_map"] = alias_map(self.documents)
+        return ids
+
     def aliases(self) -> dict[str, str]:
         """Alias -> canonical id of every document folded into another. Without decoding the
         documents when the manifest counts no aliases (a large corpus starts faster)."""

@@ -112,6 +112,20 @@ def test_rag_retrieve_with_fake_embedder(tmp_path, fake_config, fake_embedder) -
     assert rag.resolve_doc_id("doc-003") == "doc-001"
 
 
+def test_id_map_decodes_the_documents_once_per_loaded_index(tmp_path, fake_config, fake_embedder, monkeypatch) -> None:
+    # Uploads ask for the ids beside the KB at every file: a 100k-document index must not decode them each time.
+    _build(tmp_path, fake_config, fake_embedder)
+    loaded = Index.load(tmp_path / "idx")
+    decoded = []
+    store_cls = type(loaded.documents)
+    real = store_cls._decode
+    monkeypatch.setattr(store_cls, "_decode", lambda self, *a, **k: decoded.append(1) or real(self, *a, **k))
+    first = loaded.id_map()
+    n = len(decoded)
+    assert n > 0 and first["doc-003"] == "doc-001" and first["doc-001"] == "doc-001"
+    assert loaded.id_map() == first and len(decoded) == n  # the second call decodes nothing
+
+
 def test_alias_map_reads_no_document_when_the_manifest_counts_no_aliases(tmp_path, fake_config, fake_embedder) -> None:
     """Start-up at 1M chunks: with no folded duplicates there is nothing to map, so the
     documents are not decoded; with some, their aliases resolve after a save and load."""

@@ -25,7 +25,7 @@ from pathlib import Path, PurePosixPath
 from typing import Callable, Iterable
 
 from rag import kb
-from rag.corpus import SUPPORTED_SUFFIXES, alias_map, load_documents
+from rag.corpus import SUPPORTED_SUFFIXES, load_documents
 from rag.errors import CorpusError, RagError, UploadError
 from rag.index import Index
 
@@ -220,7 +220,7 @@ class UserDocuments:
 
     def _reserved_ids(self) -> set[str]:
         """Ids of the documents searched beside the user KB: an upload claiming one is renamed."""
-        return {i for index in self.rag.indexes for i in alias_map(index.documents)}
+        return {i for index in self.rag.indexes for i in index.id_map()}
 
     def _kb_add(self, paths: list[Path], on_file: Callable[[Path, int, int], None] | None = None,
                 read: dict[str, list] | None = None, reserved: set[str] | None = None) -> list[kb.FileChange]:
