@@ -22,6 +22,7 @@ import click
 from rag.cli_kb import index_root_option, kb_option, load_rag
 from rag.config import index_root as root_of
 from rag.config import load_config
+from rag.lexical import compile_search
 
 logger = logging.getLogger(__name__)
 
@@ -62,6 +63,7 @@ def serve(index_dir: str | None, kbs: tuple[str, ...], index_root: str | None, h
     click.echo(f"index loaded ({time.perf_counter() - started:.1f}s); loading the {backend} generator…")
     rag.answerer.generator(backend)  # load now, not on the first question
     rag.retrieve("问源", top_k=1)  # warms the tokenizer dictionaries and the embedder
+    compile_search()  # the compiled BM25 search: from numba's cache, or compiled once now, not at a first question
     # The API serves every KB under the index root too; this RAG answers as its own name.
     served_kbs = None if index_dir else (list(kbs) or ["default"])
     kb_name = "+".join([Path(index_dir).name, *kbs] if index_dir else served_kbs)
