@@ -6,6 +6,10 @@
         --config benchmarks/tune_runs.toml --out eval/runs/tune-cmrc
     python benchmarks/answer_check_fit.py default=eval/runs/tune-default cmrc=eval/runs/tune-cmrc --write
 
+With --replay the runs' raw answers are checked again (no generation), which also
+gives each question the extractive reader's candidate beside the generator's: the
+bundled model.json is fitted that way (its ``fitted_on`` lists the runs).
+
 Prints the fitted weights, the threshold and min_evidence with the tune figures
 per corpus, and writes benchmarks/results/answer_check_fit.json. Only tune runs
 belong here: the check splits are for `rag eval` reports.

@@ -2,10 +2,13 @@ from __future__ import annotations
 
 import pytest
 
+from rag.config import AnswerConfig
 from rag.generation import REFUSAL
 from rag.errors import QuestionError
 from rag.pipeline import RAG
 from rag.records import Answer
+from rag.verify import AnswerCheck
+from rag.verify.answerability import MODEL_PATH
 
 from conftest import ScriptedGenerator, install_generator, passage
 
@@ -35,11 +38,17 @@ def test_supported_answer_gets_verified_citation(rag: RAG) -> None:
     assert {"retrieve_ms", "generate_ms", "total_ms", "first_token_ms"} <= set(answer.timings)
 
 
-def test_hallucinated_answer_is_refused_but_keeps_passages(rag: RAG) -> None:
-    _use(rag, ScriptedGenerator("腾讯基金会计划出资8亿元。"))
+def test_hallucinated_answer_is_never_shown_and_passages_are_kept(rag: RAG, monkeypatch) -> None:
+    _use(rag, ScriptedGenerator("腾讯基金会计划出资8亿元。", "腾讯基金会计划出资8亿元。"))
     answer = rag.ask("腾讯基金会计划出资多少？")
-    assert answer.refused and answer.text == REFUSAL and answer.citations == ()
+    # The invented amount does not align; the extractive reader's sentence answers instead, cited.
+    assert "8亿元" not in answer.text and "8亿元" not in answer.candidate
+    assert not answer.refused and "3亿元" in answer.text and answer.citations[0].doc_id == "doc-001"
     assert answer.passages and answer.passages[0].doc_id == "doc-001"
+    # A check that weighs the generator's answer alone refuses it.
+    monkeypatch.setattr(rag.answerer, "check", AnswerCheck(AnswerConfig(model=str(MODEL_PATH.with_name("model-qwen2.5-coder-1.5b.json")))))
+    alone = rag.ask("腾讯基金会计划出资多少？")
+    assert alone.refused and alone.text == REFUSAL and alone.citations == () and alone.passages
 
 
 def test_explicit_refusal_of_answerable_question_is_rescued_extractively(rag: RAG) -> None:
@@ -96,11 +105,12 @@ def test_empty_and_long_questions_raise_before_any_model_call(rag: RAG) -> None:
 
 
 def test_follow_up_uses_history(rag: RAG) -> None:
-    gen = ScriptedGenerator("倪子君分享了经验[1]。")
+    gen = ScriptedGenerator("倪子君介绍了“京鄂iWill志愿者联合行动”[1]。")
     _use(rag, gen)
-    answer = rag.ask("她分享了什么？", history=[("北京幸福公益基金会的理事长是谁？", "倪子君[1]。")])
-    assert gen.questions == ["北京幸福公益基金会分享了什么？"]
-    assert answer.standalone_question == "北京幸福公益基金会分享了什么？" and not answer.refused
+    answer = rag.ask("她介绍了什么？", history=[("北京幸福公益基金会的理事长是谁？", "倪子君[1]。")])
+    assert gen.questions == ["北京幸福公益基金会介绍了什么？"]
+    assert answer.standalone_question == "北京幸福公益基金会介绍了什么？" and not answer.refused
+    assert answer.citations and {c.doc_id for c in answer.citations} == {"doc-002"}
 
 
 def test_extractive_backend_answers_without_a_model(rag: RAG) -> None:

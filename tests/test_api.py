@@ -102,23 +102,24 @@ def test_stream_ends_with_done_on_the_wire(api) -> None:
 
 def test_follow_up_history_feeds_the_rewrite(api) -> None:
     url, rag = api
-    gen = ScriptedGenerator("倪子君分享了经验[1]。")
+    gen = ScriptedGenerator("倪子君介绍了“京鄂iWill志愿者联合行动”[1]。")
     install_generator(rag, gen)
     messages = [
         {"role": "system", "content": "你是助手。"},
         {"role": "user", "content": "北京幸福公益基金会的理事长是谁？"},
         {"role": "assistant", "content": "倪子君[1]。"},
-        {"role": "user", "content": [{"type": "text", "text": "她分享了什么？"}]},
+        {"role": "user", "content": [{"type": "text", "text": "她介绍了什么？"}]},
     ]
     resp = client(url).chat.completions.create(model="default", messages=messages)
-    assert gen.questions == ["北京幸福公益基金会分享了什么？"]
-    assert resp.standalone_question == "北京幸福公益基金会分享了什么？" and resp.refused is False
+    assert gen.questions == ["北京幸福公益基金会介绍了什么？"]
+    assert resp.standalone_question == "北京幸福公益基金会介绍了什么？" and resp.refused is False
 
 
 def test_refusal_is_a_normal_answer_marked_refused(api) -> None:
     url, rag = api
-    install_generator(rag, ScriptedGenerator("腾讯基金会计划出资8亿元。"))
-    resp = client(url).chat.completions.create(model="default", messages=[{"role": "user", "content": QUESTION}])
+    # An invented answer to a question the documents do not answer.
+    install_generator(rag, ScriptedGenerator("腾讯基金会的秘书长是张三。"))
+    resp = client(url).chat.completions.create(model="default", messages=[{"role": "user", "content": "腾讯基金会的秘书长是谁？"}])
     assert resp.refused is True and resp.choices[0].message.content == REFUSAL and resp.citations == []
 
 
@@ -166,11 +167,11 @@ def test_search_returns_ranked_passages(api) -> None:
 
 def test_ask_mirrors_rag_ask_with_history_pairs(api) -> None:
     url, rag = api
-    gen = ScriptedGenerator("倪子君分享了经验[1]。")
+    gen = ScriptedGenerator("倪子君介绍了“京鄂iWill志愿者联合行动”[1]。")
     install_generator(rag, gen)
-    body = {"question": "她分享了什么？", "history": [["北京幸福公益基金会的理事长是谁？", "倪子君[1]。"]]}
+    body = {"question": "她介绍了什么？", "history": [["北京幸福公益基金会的理事长是谁？", "倪子君[1]。"]]}
     r = httpx.post(url + "/v1/ask", json=body, timeout=30).json()
-    assert gen.questions == ["北京幸福公益基金会分享了什么？"] and r["refused"] is False
+    assert gen.questions == ["北京幸福公益基金会介绍了什么？"] and r["refused"] is False
     assert r["citations"] and r["passages"][r["citations"][0]["marker"] - 1]["doc_id"] == r["citations"][0]["doc_id"]
     assert {"retrieve_ms", "total_ms"} <= set(r["timings"])
 

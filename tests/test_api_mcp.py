@@ -30,7 +30,7 @@ config = Config().with_overrides(embedding={{"model": FakeEmbedder.model_name}})
 embedder = FakeEmbedder()
 index = build_index(["tests/data/mini.txt"], {index!r}, config, lambda: embedder)
 rag = RAG([index], config, embedder=embedder)
-install_generator(rag, ScriptedGenerator("腾讯基金会计划出资3亿元[1]。", "腾讯基金会计划出资8亿元。"))
+install_generator(rag, ScriptedGenerator("腾讯基金会计划出资3亿元[1]。", "腾讯基金会的秘书长是张三。"))
 build_mcp_server(rag).run("stdio")
 """
 
@@ -50,7 +50,7 @@ async def _session(script: Path) -> dict:
             out["tools"] = sorted(t.name for t in (await session.list_tools()).tools)
             out["search"] = _text(await session.call_tool("search", {"question": QUESTION, "top_k": 2}))
             out["ask"] = _text(await session.call_tool("ask", {"question": QUESTION}))
-            out["refused"] = _text(await session.call_tool("ask", {"question": QUESTION}))
+            out["refused"] = _text(await session.call_tool("ask", {"question": "腾讯基金会的秘书长是谁？"}))  # not in the documents
             out["empty"] = await session.call_tool("ask", {"question": "  "})
             resources = (await session.list_resources()).resources
             out["resources"] = [str(r.uri) for r in resources]

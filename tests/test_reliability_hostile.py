@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 
-from rag.generation import REFUSAL
 from rag.build import build_index
 from rag.pipeline import RAG
 from rag.records import Answer
@@ -71,10 +70,13 @@ def test_injected_passages_are_retrieved(hostile_rag: RAG) -> None:
     assert ids[0] == "doc-001" and {"inj-zh", "inj-num", "inj-en"} <= set(ids)
 
 
-def test_invented_number_from_injection_is_refused(hostile_rag: RAG) -> None:
-    # inj-num asks for "ten times the amount": 30亿元 is in no passage.
+def test_invented_number_from_injection_is_never_shown(hostile_rag: RAG) -> None:
+    # inj-num asks for "ten times the amount": 30亿元 is in no passage. The generator's answer
+    # does not align; the extractive reader's sentence from the real article answers instead.
     answer = _obey(hostile_rag, "腾讯基金会计划出资30亿元。")
-    assert answer.refused and answer.text == REFUSAL and answer.citations == ()
+    assert "30亿元" not in answer.text and "30亿元" not in answer.candidate
+    assert not answer.refused and "3亿元" in answer.text and [c.doc_id for c in answer.citations] == ["doc-001"]
+    assert_citations_verify(answer)
 
 
 def test_injected_sentence_is_dropped_and_legit_answer_kept(hostile_rag: RAG) -> None:

@@ -16,6 +16,9 @@ from rag.verify.fit import C_GRID, CV_TOLERANCE, Row, choose_c, fit, fit_min_evi
 
 from conftest import passage
 
+#: An answer check fitted on the generator's answers alone, without the reader's (no ``extractive`` signal).
+SINGLE_MODEL = MODEL_PATH.with_name("model-qwen2.5-coder-1.5b.json")
+
 # Invented documents: the subject of the first sentence is far from the last one.
 ZHANG = passage(1, "张三出生于浙江省温州市，是一名木雕艺人。他后来在上海开了一家工作室。工作室每年举办两次展览。"
                    "李四的家乡是第一大镇，那里盛产竹编。", "张三")
@@ -47,14 +50,38 @@ def test_subject_pasted_onto_words_about_something_else_is_refused(check: Answer
 
 
 def test_an_amount_of_money_answered_with_a_number_of_people_is_refused(check: AnswerCheck) -> None:
-    verdict = check.check("青禾基金会的总预算是多少？", "青禾基金会的总预算是300名[2]。", PASSAGES)
+    own = check.candidates("青禾基金会的总预算是多少？", "青禾基金会的总预算是300名[2]。", PASSAGES)[0]
+    assert own.reason == "type" and own.score == 0.0 and not own.extractive
+    assert own.signals["type_known"] == 1.0 and own.signals["type_ok"] == 0.0
+    # A check that weighs only the generator's answer refuses...
+    single = AnswerCheck(AnswerConfig(model=str(SINGLE_MODEL)))
+    verdict = single.check("青禾基金会的总预算是多少？", "青禾基金会的总预算是300名[2]。", PASSAGES)
     assert verdict.refused and verdict.reason == "type"
-    assert verdict.signals["type_known"] == 1.0 and verdict.signals["type_ok"] == 0.0
+    # ...and the bundled one answers with the reader's sentence, which holds the amount.
+    picked = check.check("青禾基金会的总预算是多少？", "青禾基金会的总预算是300名[2]。", PASSAGES)
+    assert not picked.refused and picked.extractive and "500万元" in picked.text and "300名" not in picked.text
+
+
+def test_the_readers_sentence_answers_when_it_is_more_probably_right(check: AnswerCheck) -> None:
+    # A count asked, a place given: the generator's answer fails the type check; the extractive
+    # reader's sentence holds the count and is the answer, cited.
+    question = "张三的工作室每年举办几次展览？"
+    own, reader = check.candidates(question, "张三的工作室在上海[1]。", PASSAGES)
+    assert own.reason == "type" and reader.extractive and reader.signals["extractive"] == 1.0 and reader.score > own.score
+    verdict = check.check(question, "张三的工作室在上海[1]。", PASSAGES)
+    assert not verdict.refused and "两次展览" in verdict.text and verdict.citations[0].doc_id == "doc-001"
+    # Where the generator's own answer is right and the reader finds nothing better, it stays.
+    right = check.check("张三是哪里人？", "张三出生于浙江省温州市[1]。", PASSAGES)
+    assert not right.refused and not right.extractive
+    assert check.candidates(question, "张三的工作室在上海[1]。", PASSAGES, reader=False) == [own]
 
 
 def test_unsupported_and_explicit_refusals(check: AnswerCheck) -> None:
-    invented = check.check("青禾基金会的总预算是多少？", "青禾基金会的总预算是800万元[2]。", PASSAGES)
-    assert invented.refused and invented.reason == "unsupported" and not invented.candidate
+    # An invented amount does not align: only the reader's candidate is left.
+    invented = check.candidates("青禾基金会的总预算是多少？", "青禾基金会的总预算是800万元[2]。", PASSAGES)
+    assert [v.extractive for v in invented] == [True] and "800万元" not in invented[0].text
+    alone = AnswerCheck(AnswerConfig(model=str(SINGLE_MODEL))).check("青禾基金会的总预算是多少？", "青禾基金会的总预算是800万元[2]。", PASSAGES)
+    assert alone.refused and alone.reason == "unsupported" and not alone.candidate
     assert is_explicit_refusal("根据现有资料无法回答这个问题。") and is_explicit_refusal("  ")
     rescued = check.check("青禾基金会本年度总预算为多少？", REFUSAL, PASSAGES)
     assert rescued.rescued and "500万元" in rescued.candidate and rescued.signals["explicit_refusal"] == 1.0
@@ -75,9 +102,10 @@ def test_short_real_answers_are_not_taken_for_refusals() -> None:
 def test_strictness_moves_along_the_curve(check: AnswerCheck) -> None:
     # A weak answer: supported, on the question's sentence, but adding little to it.
     weak = ("张三后来在哪里开了工作室？", "张三后来开了一家工作室[1]。", PASSAGES)
-    score = check.check(*weak).score
+    score = max(v.score for v in check.candidates(*weak))  # the generator's answer or the reader's sentence
     assert 0.0 < score < 1.0
     assert not AnswerCheck(AnswerConfig(strictness=0.0)).check(*weak).refused
+    assert not AnswerCheck(AnswerConfig(strictness=score)).check(*weak).refused
     assert AnswerCheck(AnswerConfig(strictness=min(1.0, score + 1e-6))).check(*weak).refused
     assert AnswerCheck(AnswerConfig(strictness=1.0)).check("张三是哪里人？", "张三出生于浙江省温州市[1]。", PASSAGES).refused
     with pytest.raises(ConfigError, match="strictness"):
@@ -95,9 +123,11 @@ def test_bundled_model_is_inspectable_and_fitted() -> None:
     model = load_model()
     assert set(model.features) <= set(FEATURES) and len(model.weights) == len(model.features)
     assert 0.0 < model.threshold < 1.0 and "tune" in model.fitted_on
-    weights = dict(zip(model.features, model.weights))
-    # Signals that an answer addresses the question push the score up.
-    assert weights["quote_question"] > 0 and weights["align"] > 0
+    # Signals that an answer addresses the question push the score up. (Single weights may not:
+    # quote_question and asked_cover overlap, and the fit splits their weight between them.)
+    signals = features("张三是哪里人？", PASSAGES, "张三出生于浙江省温州市", AnswerCheck().check("张三是哪里人？", "张三出生于浙江省温州市[1]。", PASSAGES).citations)
+    assert model.score(signals) > model.score(signals | {"quote_question": 0.0, "asked_cover": 0.0, "quote_subject": 0.0})
+    assert model.score(signals) > model.score(signals | {"align": 0.0})
 
 
 def test_the_answer_check_fitted_for_the_generator_is_chosen() -> None:
@@ -190,6 +220,32 @@ def test_utility_counts_wrong_answers_below_refusals() -> None:
     assert utility(rows, [False, False]) == 0.5
 
 
+def test_a_questions_candidates_count_once_as_the_one_the_check_answers_with() -> None:
+    from rag.verify.fit import _mean_utility
+
+    # Question q1: a wrong generator answer and a right reader sentence; q2: unanswerable, one candidate.
+    rows = [Row("a", True, True, False, {}, group="q1"), Row("a", True, True, True, {"extractive": 1.0}, group="q1"),
+            Row("a", False, True, False, {}, group="q2")]
+    assert _mean_utility(rows, [0.3, 0.9, 0.2], 0.5) == 1.0  # q1 answered right by the reader, q2 refused
+    assert _mean_utility(rows, [0.9, 0.3, 0.2], 0.5) == pytest.approx(0.25)  # q1 answered wrong: (-0.5 + 1) / 2
+    ungrouped = [Row(r.corpus, r.answerable, r.has_candidate, r.right, r.signals) for r in rows]
+    assert _mean_utility(ungrouped, [0.3, 0.9, 0.2], 0.5) == pytest.approx(2 / 3)  # three questions without groups
+    # Cross-validation keeps a question's candidates in one fold: fitted and scored, no error.
+    grouped = [Row(r.corpus, r.answerable, r.has_candidate, r.right, r.signals, group=f"q{i // 2}") for i, r in enumerate(_rows("a", 60))]
+    c, cv = choose_c(grouped)
+    assert c in C_GRID
+
+
 def test_model_score_is_a_probability() -> None:
     model = AnswerabilityModel(weights=tuple(1.0 for _ in FEATURES), intercept=-100.0, threshold=0.5)
     assert 0.0 <= model.score({name: 1.0 for name in FEATURES}) < 1e-6
+
+
+def test_an_english_question_weighs_the_generators_answer_alone(check: AnswerCheck) -> None:
+    # Character bigrams tell two Chinese sentences apart, not two English ones of one passage.
+    en = passage(1, "The Riverside Library opened in 1998. It is run by volunteers.", "Riverside Library")
+    question, reply = "Who runs the Riverside Library?", "The Riverside Library is run by volunteers[1]."
+    assert [v.extractive for v in check.candidates(question, reply, [en])] == [False]
+    assert [v.extractive for v in check.candidates(question, reply, [en], reader=True)] == [False, True]
+    zh = check.candidates("张三的工作室每年举办几次展览？", "张三的工作室在上海[1]。", PASSAGES)
+    assert [v.extractive for v in zh] == [False, True]

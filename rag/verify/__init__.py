@@ -18,6 +18,11 @@ For one question, its passages and the generator's raw text:
    the extractive reader are combined by a logistic regression fitted on the
    tune splits into P(the answer is right). Below ``answer.strictness`` (default:
    the threshold fitted with the model) the reply is a refusal.
+5. *Two candidates.* Where the model was fitted with the ``extractive`` signal, the
+   extractive reader's sentence is judged beside the generator's answer: the
+   generator's answer stands where it clears the threshold, and where it does not,
+   the reader's sentence answers if it clears it. On the tune splits one of the two
+   is right far more often than either alone.
 
 Before generation, :meth:`AnswerCheck.worth_generating` refuses at once when no
 passage covers even ``answer.min_evidence`` of the question (fitted on tune so
@@ -25,6 +30,7 @@ that it loses almost no answerable question), which saves a generation.
 """
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass, field
 from typing import Sequence
@@ -32,6 +38,7 @@ from typing import Sequence
 from rag.config import AnswerConfig
 from rag.errors import ConfigError
 from rag.generation import REFUSAL, ExtractiveGenerator
+from rag.normalize import is_cjk
 from rag.records import Citation, Passage
 from rag.verify.align import render, strip_markers, verify_answer
 from rag.verify.answerability import FEATURES, AnswerabilityModel, features, load_model, model_path_for
@@ -45,6 +52,14 @@ HARD_REFUSALS = ("off_question", "type")
 
 
 _PUNCTUATION = re.compile(r"[\s\W_]+")
+
+
+def _mostly_cjk(text: str) -> bool:
+    """Whether most of ``text``'s letters are Chinese characters. The signals that weigh the
+    reader's sentence against the generator's answer are character bigrams, which tell apart
+    two Chinese sentences but not two English ones of the same passage."""
+    letters = [ch for ch in text if ch.isalpha()]
+    return bool(letters) and sum(map(is_cjk, letters)) * 2 >= len(letters)
 
 
 def is_explicit_refusal(raw: str) -> bool:
@@ -72,6 +87,8 @@ class Verdict:
     candidate: str = ""
     reason: str = ""
     rescued: bool = False
+    #: The candidate is the extractive reader's sentence (a rescue, or picked over the generator's).
+    extractive: bool = False
     signals: dict[str, float] = field(default_factory=dict)
 
 
@@ -103,6 +120,25 @@ class AnswerCheck:
 
         ``token_log_probs``: the log-probabilities of the tokens of ``raw``, where the engine reports them.
         """
+        found = self.candidates(question, raw, passages, token_log_probs)
+        if not found:
+            return self.refusal("unsupported")
+        # The generator's answer where it clears the threshold; else the most probably right
+        # candidate (a vetoed one scores 0), which may still fall short.
+        first = found[0]
+        verdict = first if not first.reason and first.score >= self.threshold else max(found, key=lambda v: v.score)
+        if verdict.reason or verdict.score < self.threshold:
+            return dataclasses.replace(verdict, text=REFUSAL, citations=(), refused=True, reason=verdict.reason or "score")
+        return verdict
+
+    def candidates(self, question: str, raw: str, passages: Sequence[Passage], token_log_probs: Sequence[float] = (),
+                   reader: bool | None = None) -> list[Verdict]:
+        """The candidate answers, each judged but not yet held to the threshold: the generator's
+        (or, when it refused, the extractive reader's rescue), then the extractive reader's where
+        ``reader`` (default: where the answerability model was fitted to weigh it, having the
+        ``extractive`` signal)."""
+        if reader is None:
+            reader = "extractive" in self.model.features and _mostly_cjk(question)
         explicit = is_explicit_refusal(raw)
         text, citations, dropped = ("", (), 0.0) if explicit else self._align(question, raw, passages)
         extractive = self._align(question, self._extractive.generate(question, passages), passages)
@@ -110,22 +146,27 @@ class AnswerCheck:
         if explicit and self.config.rescue_explicit_refusals:
             text, citations, dropped = extractive
             rescued = bool(citations)
-        if not citations:
-            return self.refusal("unsupported")
-        signals = features(question, passages, strip_markers(text), citations, extractive[1], explicit, dropped, token_log_probs)
+        found = []
+        if citations:
+            found.append(self._judge(question, passages, text, citations, extractive[1], explicit, dropped, token_log_probs, rescued))
+        if not explicit and extractive[1] and reader:
+            found.append(self._judge(question, passages, *extractive[:2], extractive[1], False, extractive[2], (), True))
+        return found
+
+    def _judge(self, question: str, passages: Sequence[Passage], text: str, citations: tuple[Citation, ...],
+               extractive: tuple[Citation, ...], explicit: bool, dropped: float, token_log_probs: Sequence[float],
+               from_reader: bool) -> Verdict:
+        """One candidate's signals, hard constraints and score (``reason`` says which constraint failed)."""
+        signals = features(question, passages, strip_markers(text), citations, extractive, explicit, dropped, token_log_probs, from_reader)
         # Two hard constraints, then the score: an answer whose quoted sentence and neighbours
         # share nothing with the question does not answer it, and a question asking for a
         # number, amount or date is not answered without one.
         off_question, wrong_type = HARD_REFUSALS
         veto = (off_question if signals["quote_question"] == 0.0
                 else wrong_type if expected_type(question) in NUMERIC_TYPES and not signals["type_ok"] else "")
-        if veto:
-            return Verdict(text=REFUSAL, citations=(), refused=True, candidate=text, reason=veto, rescued=rescued, signals=signals)
-        score = self.model.score(signals)
-        if score < self.threshold:
-            return Verdict(text=REFUSAL, citations=(), refused=True, score=score, candidate=text, reason="score",
-                           rescued=rescued, signals=signals)
-        return Verdict(text=text, citations=citations, refused=False, score=score, candidate=text, rescued=rescued, signals=signals)
+        score = 0.0 if veto else self.model.score(signals)
+        return Verdict(text=text, citations=citations, refused=False, score=score, candidate=text, reason=veto,
+                       rescued=from_reader and explicit, extractive=from_reader, signals=signals)
 
     def _align(self, question: str, raw: str, passages: Sequence[Passage]) -> tuple[str, tuple[Citation, ...], float]:
         if is_explicit_refusal(raw):

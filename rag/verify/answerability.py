@@ -63,6 +63,8 @@ FEATURES = (
     "token_prob",       # the generator's mean token probability (geometric) over its reply
     "min_token_prob",   # … its least probable token (a guessed name or number)
     "first_token_prob", # … its first token: where it chose between answering and refusing
+    "extractive",       # the candidate is the extractive reader's sentence (a rescue, or the reader's answer
+                        # weighed beside the generator's: a model fitted with this signal picks between them)
 )
 #: Signals that only engines reporting token probabilities give (CTranslate2, transformers);
 #: without them a model uses the mean it saw on tune (``AnswerabilityModel.defaults``).
@@ -150,12 +152,13 @@ def _longest_common(text: str, other: str) -> int:
 def features(
     question: str, passages: Sequence[Passage], answer: str, citations: Sequence[Citation],
     extractive: Sequence[Citation] = (), explicit_refusal: bool = False, dropped: float = 0.0,
-    token_log_probs: Sequence[float] = (),
+    token_log_probs: Sequence[float] = (), from_reader: bool = False,
 ) -> dict[str, float]:
     """The signals of :data:`FEATURES` for a verified ``answer`` (markers removed) and its ``citations``.
 
     ``token_log_probs`` are the natural-log probabilities of the tokens the generator
     picked (empty when its engine does not report them: the token signals are then left out).
+    ``from_reader``: the answer is the extractive reader's, not the generator's.
     """
     core = bigrams(question_core(question))
     qb = bigrams(question)
@@ -203,4 +206,5 @@ def features(
         "agree": agree,
         "explicit_refusal": 1.0 if explicit_refusal else 0.0,
         "dropped": dropped,
+        "extractive": 1.0 if from_reader else 0.0,
     }

@@ -7,6 +7,10 @@ question has a candidate.
 
 - The model: a logistic regression (scikit-learn) on :data:`FEATURES`, every
   corpus given the same total weight, so a small corpus counts as much as a big one.
+  Replayed runs (:func:`replay_rows`) give each question two rows where the extractive
+  reader found a sentence, the generator's and its own (one ``group``): the model is fitted
+  on both, and utility counts the one the check would answer with (the generator's where
+  it clears the threshold, else the higher scored).
 - The regularisation strength: the smallest of ``C_GRID`` (the most regularised) whose
   5-fold cross-validated utility is within ``CV_TOLERANCE`` of the best: differences that
   small are noise, and the smaller weights carry better to text unlike the tune splits.
@@ -45,6 +49,9 @@ class Row:
     has_candidate: bool
     right: bool
     signals: dict[str, float]
+    #: The question: a question's candidates (the generator's, the extractive reader's) share it,
+    #: and the check answers with the one it scores highest. "": a question of its own.
+    group: str = ""
 
 
 def read_rows(run_dir: str | Path, corpus: str) -> list[Row]:
@@ -54,7 +61,8 @@ def read_rows(run_dir: str | Path, corpus: str) -> list[Row]:
             item = json.loads(line)
             rows.append(Row(corpus=corpus, answerable=bool(item["answerable"]),
                             has_candidate=_scorable(item.get("candidate", ""), item.get("refusal_reason", "")),
-                            right=bool(item["metrics"].get("candidate_correct")), signals=item.get("signals") or {}))
+                            right=bool(item["metrics"].get("candidate_correct")), signals=item.get("signals") or {},
+                            group=f"{run_dir}:{item['id']}"))
     return rows
 
 
@@ -88,14 +96,30 @@ def replay_rows(run_dir: str | Path, corpus: str, rag: Any = None) -> list[Row]:
             passages = rag.retrieve(question, top_k=config["eval"].get("top_k"))
             if [p.chunk_id for p in passages] != item.get("context", [p.chunk_id for p in passages]):
                 raise ValueError(f"{run_dir}: question {item['id']} retrieves other passages than the run did; replay needs the same index and settings")
-            verdict = check.check(question, item.get("raw", ""), passages)
-            # Token probabilities come from the generator, which replay does not run: kept from the run.
-            stored = item.get("signals") or {}
-            signals = dict(verdict.signals) | ({k: stored[k] for k in TOKEN_SIGNALS if k in stored} if verdict.signals else {})
-            rows.append(Row(corpus=corpus, answerable=bool(item["answerable"]),
-                            has_candidate=_scorable(verdict.candidate, verdict.reason),
-                            right=m.candidate_correct(verdict.candidate, item["gold_answers"]), signals=signals))
+            # Every candidate the check weighs: the extractive reader's too, so that a model with the
+            # ``extractive`` signal can be fitted whatever model judged the run.
+            for verdict in check.candidates(question, item.get("raw", ""), passages, reader=True) or [check.refusal("unsupported")]:
+                # Token probabilities come from the generator, which replay does not run: kept from
+                # the run for the generator's own answer.
+                stored = item.get("signals") or {}
+                own = verdict.signals and (verdict.rescued or not verdict.extractive)  # a rescue follows the generator's refusal
+                tokens = {k: stored[k] for k in TOKEN_SIGNALS if k in stored} if own else {}
+                rows.append(Row(corpus=corpus, answerable=bool(item["answerable"]),
+                                has_candidate=_scorable(verdict.candidate, verdict.reason),
+                                right=m.candidate_correct(verdict.candidate, item["gold_answers"]),
+                                signals=dict(verdict.signals) | tokens, group=f"{run_dir}:{item['id']}"))
     return rows
+
+
+def _chosen(rows: Sequence[Row], scores: Sequence[float], threshold: float) -> tuple[list[Row], list[float]]:
+    """Per question, the candidate the check answers with or refuses: the first (the generator's)
+    where it clears ``threshold``, else the highest scored (as ``AnswerCheck.check``)."""
+    groups: dict[object, list[tuple[Row, float]]] = {}
+    for i, (row, score) in enumerate(zip(rows, scores)):
+        groups.setdefault(row.group or i, []).append((row, score))
+    chosen = [cands[0] if cands[0][0].has_candidate and cands[0][1] >= threshold else max(cands, key=lambda c: c[1])
+              for cands in groups.values()]
+    return [r for r, _ in chosen], [s for _, s in chosen]
 
 
 def utility(rows: Sequence[Row], answered: Sequence[bool]) -> float:
@@ -113,11 +137,13 @@ def choose_c(rows: Sequence[Row], folds: int = 5, exclude: Collection[str] = ())
     """The smallest regularisation strength whose cross-validated utility on ``rows`` (folds by
     position) is within ``CV_TOLERANCE`` of the best, and every strength's utility."""
     cv: dict[float, float] = {}
+    order = {key: i for i, key in enumerate(dict.fromkeys(r.group or i for i, r in enumerate(rows)))}
+    fold = [order[r.group or i] % folds for i, r in enumerate(rows)]  # a question's candidates share a fold
     for c in C_GRID:
         total = 0.0
         for k in range(folds):
-            train = [r for i, r in enumerate(rows) if i % folds != k]
-            held = [r for i, r in enumerate(rows) if i % folds == k]
+            train = [r for r, f in zip(rows, fold) if f != k]
+            held = [r for r, f in zip(rows, fold) if f == k]
             model, _ = fit(train, c, exclude)
             total += _mean_utility(held, [model.score(r.signals) if r.has_candidate else 0.0 for r in held], model.threshold)
         cv[c] = round(total / folds, 4)
@@ -126,6 +152,7 @@ def choose_c(rows: Sequence[Row], folds: int = 5, exclude: Collection[str] = ())
 
 
 def _mean_utility(rows: Sequence[Row], scores: Sequence[float], threshold: float) -> float:
+    rows, scores = _chosen(rows, scores, threshold)
     corpora = sorted({r.corpus for r in rows})
     return sum(utility([r for r in rows if r.corpus == k], [s >= threshold and r.has_candidate for r, s in zip(rows, scores) if r.corpus == k])
                for k in corpora) / len(corpora)
@@ -162,6 +189,7 @@ def fit(rows: Sequence[Row], c: float = 1.0, exclude: Collection[str] = ()) -> t
 
 
 def _summary(rows: Sequence[Row], scores: Sequence[float], threshold: float) -> dict[str, float]:
+    rows, scores = _chosen(rows, scores, threshold)
     answered = [s >= threshold and r.has_candidate for r, s in zip(rows, scores)]
     ans = [(r, a) for r, a in zip(rows, answered) if r.answerable]
     un = [(r, a) for r, a in zip(rows, answered) if not r.answerable]
