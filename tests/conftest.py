@@ -11,6 +11,23 @@ os.environ.setdefault("WENYUAN_NO_PROGRESS", "1")
 ROOT = Path(__file__).resolve().parent.parent
 
 
+@pytest.fixture(scope="session")
+def single_candidate_model(tmp_path_factory) -> Path:
+    """The bundled answerability model without its ``extractive`` signal: a check that weighs
+    the generator's answer alone, as one fitted before the reader's candidate was."""
+    import json
+
+    from rag.verify.answerability import MODEL_PATH
+
+    data = json.loads(MODEL_PATH.read_text(encoding="utf-8"))
+    at = data["features"].index("extractive")
+    data["features"].pop(at)
+    data["weights"].pop(at)
+    path = tmp_path_factory.mktemp("model") / "single.json"
+    path.write_text(json.dumps(data), encoding="utf-8")
+    return path
+
+
 def passage(number: int, text: str, title: str = ""):
     """Retrieved passage ``[number]`` over ``text`` (document ``doc-NNN``), ranked by its number."""
     from rag.records import Chunk, Passage

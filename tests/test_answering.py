@@ -8,7 +8,6 @@ from rag.errors import QuestionError
 from rag.pipeline import RAG
 from rag.records import Answer
 from rag.verify import AnswerCheck
-from rag.verify.answerability import MODEL_PATH
 
 from conftest import ScriptedGenerator, install_generator, passage
 
@@ -38,15 +37,15 @@ def test_supported_answer_gets_verified_citation(rag: RAG) -> None:
     assert {"retrieve_ms", "generate_ms", "total_ms", "first_token_ms"} <= set(answer.timings)
 
 
-def test_hallucinated_answer_is_never_shown_and_passages_are_kept(rag: RAG, monkeypatch) -> None:
+def test_hallucinated_answer_is_never_shown_and_passages_are_kept(rag: RAG, monkeypatch, single_candidate_model) -> None:
     _use(rag, ScriptedGenerator("腾讯基金会计划出资8亿元。", "腾讯基金会计划出资8亿元。"))
     answer = rag.ask("腾讯基金会计划出资多少？")
     # The invented amount does not align; the extractive reader's sentence answers instead, cited.
     assert "8亿元" not in answer.text and "8亿元" not in answer.candidate
     assert not answer.refused and "3亿元" in answer.text and answer.citations[0].doc_id == "doc-001"
     assert answer.passages and answer.passages[0].doc_id == "doc-001"
-    # A check that weighs the generator's answer alone refuses it.
-    monkeypatch.setattr(rag.answerer, "check", AnswerCheck(AnswerConfig(model=str(MODEL_PATH.with_name("model-qwen2.5-coder-1.5b.json")))))
+    # A check that weighs the generator's answer alone (no reader signal) refuses it.
+    monkeypatch.setattr(rag.answerer, "check", AnswerCheck(AnswerConfig(model=str(single_candidate_model))))
     alone = rag.ask("腾讯基金会计划出资多少？")
     assert alone.refused and alone.text == REFUSAL and alone.citations == () and alone.passages
 

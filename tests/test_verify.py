@@ -16,9 +16,6 @@ from rag.verify.fit import C_GRID, CV_TOLERANCE, Row, choose_c, fit, fit_min_evi
 
 from conftest import passage
 
-#: An answer check fitted on the generator's answers alone, without the reader's (no ``extractive`` signal).
-SINGLE_MODEL = MODEL_PATH.with_name("model-qwen2.5-coder-1.5b.json")
-
 # Invented documents: the subject of the first sentence is far from the last one.
 ZHANG = passage(1, "张三出生于浙江省温州市，是一名木雕艺人。他后来在上海开了一家工作室。工作室每年举办两次展览。"
                    "李四的家乡是第一大镇，那里盛产竹编。", "张三")
@@ -49,12 +46,12 @@ def test_subject_pasted_onto_words_about_something_else_is_refused(check: Answer
     assert verdict.score < right.score
 
 
-def test_an_amount_of_money_answered_with_a_number_of_people_is_refused(check: AnswerCheck) -> None:
+def test_an_amount_of_money_answered_with_a_number_of_people_is_refused(check: AnswerCheck, single_candidate_model) -> None:
     own = check.candidates("青禾基金会的总预算是多少？", "青禾基金会的总预算是300名[2]。", PASSAGES)[0]
     assert own.reason == "type" and own.score == 0.0 and not own.extractive
     assert own.signals["type_known"] == 1.0 and own.signals["type_ok"] == 0.0
     # A check that weighs only the generator's answer refuses...
-    single = AnswerCheck(AnswerConfig(model=str(SINGLE_MODEL)))
+    single = AnswerCheck(AnswerConfig(model=str(single_candidate_model)))
     verdict = single.check("青禾基金会的总预算是多少？", "青禾基金会的总预算是300名[2]。", PASSAGES)
     assert verdict.refused and verdict.reason == "type"
     # ...and the bundled one answers with the reader's sentence, which holds the amount.
@@ -76,11 +73,11 @@ def test_the_readers_sentence_answers_when_it_is_more_probably_right(check: Answ
     assert check.candidates(question, "张三的工作室在上海[1]。", PASSAGES, reader=False) == [own]
 
 
-def test_unsupported_and_explicit_refusals(check: AnswerCheck) -> None:
+def test_unsupported_and_explicit_refusals(check: AnswerCheck, single_candidate_model) -> None:
     # An invented amount does not align: only the reader's candidate is left.
     invented = check.candidates("青禾基金会的总预算是多少？", "青禾基金会的总预算是800万元[2]。", PASSAGES)
     assert [v.extractive for v in invented] == [True] and "800万元" not in invented[0].text
-    alone = AnswerCheck(AnswerConfig(model=str(SINGLE_MODEL))).check("青禾基金会的总预算是多少？", "青禾基金会的总预算是800万元[2]。", PASSAGES)
+    alone = AnswerCheck(AnswerConfig(model=str(single_candidate_model))).check("青禾基金会的总预算是多少？", "青禾基金会的总预算是800万元[2]。", PASSAGES)
     assert alone.refused and alone.reason == "unsupported" and not alone.candidate
     assert is_explicit_refusal("根据现有资料无法回答这个问题。") and is_explicit_refusal("  ")
     rescued = check.check("青禾基金会本年度总预算为多少？", REFUSAL, PASSAGES)
