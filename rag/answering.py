@@ -1,8 +1,10 @@
 """Turn retrieved passages into a verified, cited answer, or an honest refusal.
 
 Steps for one question: clean it; rewrite a follow-up into a standalone
-question; retrieve; generate (streaming); hand the text to the answer check
-(``rag.verify``), which decides whether to answer and with which citations.
+question; retrieve; answer with the extractive reader's sentence where the
+answer check accepts it on its own (``answer.quote_first``); else generate
+(streaming) and hand the text to the answer check (``rag.verify``), which
+decides whether to answer and with which citations.
 """
 from __future__ import annotations
 
@@ -118,6 +120,17 @@ class Answerer:
             timings["total_ms"] = _ms(t0, time.perf_counter())
             yield REFUSAL
             yield Answer(text=REFUSAL, refused=True, timings=timings, refusal_reason="no_evidence", **base)
+            return
+        quoted = self.check.quote(standalone, passages) if self.check.config.quote_first else None
+        if quoted is not None:
+            # The reader's sentence clears the check on its own, so the check would answer with
+            # it whatever the generator said: no generation.
+            timings.update(quoted=1, first_token_ms=_ms(t_ret, time.perf_counter()))
+            timings["verify_ms"] = timings["first_token_ms"]
+            timings["total_ms"] = _ms(t0, time.perf_counter())
+            yield quoted.text
+            yield Answer(text=quoted.text, citations=quoted.citations, refused=False, timings=timings, raw="",
+                         score=quoted.score, candidate=quoted.candidate, signals=dict(quoted.signals), **base)
             return
         pieces: list[str] = []
         log_probs: list[float] = []

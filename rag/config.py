@@ -167,6 +167,10 @@ class AnswerConfig:
     min_support: float = 0.5
     # Give an explicit refusal of the generator a second, extractive try.
     rescue_explicit_refusals: bool = True
+    # Answer with the extractive reader's sentence, without generating, where it clears the
+    # threshold on its own: the check would pick it whatever the generator said (rag/verify).
+    # False generates every answer (the tune runs the check is fitted on need every reply).
+    quote_first: bool = True
     # Answerability model file. "": the bundled one fitted for generation.model's answers
     # (rag/verify/model-qwen2.5-coder-1.5b.json for the 1.5B; rag/verify/model.json, the
     # default generator's, for any other).

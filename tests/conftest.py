@@ -162,7 +162,9 @@ def fake_embedder() -> FakeEmbedder:
 def fake_config():
     from rag.config import Config
 
-    return Config().with_overrides(embedding={"model": FakeEmbedder.model_name})
+    # quote_first off: the tests built on this config script the generator's reply and test
+    # what becomes of it; tests of answering from the reader's quote set it back on.
+    return Config().with_overrides(embedding={"model": FakeEmbedder.model_name}, answer={"quote_first": False})
 
 
 @pytest.fixture(autouse=True)

@@ -50,11 +50,39 @@ def test_hallucinated_answer_is_never_shown_and_passages_are_kept(rag: RAG, monk
     assert alone.refused and alone.text == REFUSAL and alone.citations == () and alone.passages
 
 
-def test_explicit_refusal_of_answerable_question_is_rescued_extractively(rag: RAG) -> None:
-    _use(rag, ScriptedGenerator("根据现有资料无法回答这个问题。"))
+def test_explicit_refusal_of_answerable_question_is_answered_extractively(rag: RAG, monkeypatch, single_candidate_model) -> None:
+    _use(rag, ScriptedGenerator("根据现有资料无法回答这个问题。", "根据现有资料无法回答这个问题。"))
     answer = rag.ask("腾讯基金会计划出资多少？")
-    assert not answer.refused and "3亿元" in answer.text and answer.timings["rescued"] == 1
+    assert not answer.refused and "3亿元" in answer.text and answer.signals["extractive"] == 1.0
     assert answer.citations[0].doc_id == "doc-001"
+    # A check without the reader's candidate rescues the refusal with the same sentence.
+    monkeypatch.setattr(rag.answerer, "check", AnswerCheck(AnswerConfig(model=str(single_candidate_model))))
+    rescued = rag.ask("腾讯基金会计划出资多少？")
+    assert not rescued.refused and rescued.text == answer.text and rescued.timings["rescued"] == 1
+
+
+def test_quote_first_answers_without_generating_what_the_check_would_answer(mini_rag: RAG) -> None:
+    from rag.config import Config
+    from rag.pipeline import RAG as Pipeline
+
+    assert Config().answer.quote_first  # the default
+    config = mini_rag.config.with_overrides(answer={"quote_first": True})
+    rag = Pipeline(mini_rag.indexes, config, embedder=mini_rag.embedder)
+    gen = ScriptedGenerator("腾讯基金会计划出资8亿元[1]。", "根据现有资料无法回答这个问题。")
+    _use(rag, gen)
+    pieces = list(rag.ask_stream("腾讯基金会计划出资多少？"))
+    answer = pieces[-1]
+    assert not gen.prompts and answer.timings["quoted"] == 1 and answer.raw == ""
+    assert pieces[:-1] == [answer.text] and "3亿元" in answer.text and answer.citations[0].doc_id == "doc-001"
+    # The same answer the check gives once the generator has replied, whatever the reply.
+    check = rag.answerer.check
+    for reply in ("腾讯基金会计划出资8亿元[1]。", "根据现有资料无法回答这个问题。", "腾讯基金会计划出资3亿元[1]。"):
+        verdict = check.check("腾讯基金会计划出资多少？", reply, answer.passages)
+        assert (verdict.text, verdict.citations, verdict.score) == (answer.text, answer.citations, answer.score)
+    # A near miss (the passage names the 理事长, not the 秘书长): the reader's sentence does
+    # not clear the check on its own, so the generator is asked.
+    near_miss = rag.ask("北京幸福公益基金会的秘书长是谁？")
+    assert gen.prompts and "quoted" not in near_miss.timings and near_miss.refused
 
 
 def test_model_refusal_is_kept_when_no_passage_has_the_asked_type(rag: RAG) -> None:

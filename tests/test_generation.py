@@ -136,6 +136,32 @@ def test_extractive_quotes_one_english_sentence_and_keeps_decimals_whole():
         "It holds 3.5 million books[1].")
 
 
+def test_extractive_prefers_the_sentence_holding_what_is_asked():
+    """Invented passages where the sentence sharing most of the question's words is not the
+    answer: the reader's fitted ranking (rag/generation/reader.json) picks the one that is."""
+    from conftest import passage
+
+    # A count asked: the sentence with the number, not the one repeating the question.
+    school = passage(1, "青禾基金会去年资助学校的消息引起了各方关注。该基金会去年共资助了12所乡村学校，惠及三千名学生。")
+    assert ExtractiveGenerator().generate("青禾基金会去年资助了多少所学校？", [school]) == (
+        "该基金会去年共资助了12所乡村学校，惠及三千名学生[1]。")
+    # The article names its subject once (title, first sentence); the answer says "牠们".
+    pangolin = passage(1, "马来穿山甲是穿山甲科的一种动物，分布于东南亚。牠们体长约65厘米，尾长约55厘米。", title="马来穿山甲")
+    assert ExtractiveGenerator().generate("马来穿山甲的体长约多少？", [pangolin]) == "牠们体长约65厘米，尾长约55厘米[1]。"
+
+
+def test_reader_weights_that_do_not_fit_its_signals_are_refused(tmp_path):
+    from rag.errors import ConfigError
+
+    bad = tmp_path / "reader.json"
+    bad.write_text('{"version": 1, "signals": ["cover", "colour"], "weights": [1.0, 2.0]}', encoding="utf-8")
+    with pytest.raises(ConfigError, match="reader_fit.py"):
+        ExtractiveGenerator(reader=str(bad))
+    bad.write_text("{not json", encoding="utf-8")
+    with pytest.raises(ConfigError, match="cannot read"):
+        ExtractiveGenerator(reader=str(bad))
+
+
 def test_extractive_refuses_without_overlap(passages):
     assert ExtractiveGenerator().generate("上海的人口有多少？", passages) == REFUSAL
     assert ExtractiveGenerator().generate("任何问题", []) == REFUSAL

@@ -32,15 +32,17 @@ from conftest import ScriptedGenerator, install_generator  # noqa: E402
 
 
 
-@pytest.fixture(scope="module")
-def hostile_rag(tmp_path_factory) -> RAG:
+@pytest.fixture(scope="module", params=[False, True], ids=["generated", "quote_first"])
+def hostile_rag(tmp_path_factory, request) -> RAG:
+    """The mini corpus plus the injected documents; the generator always asked (its obeyed reply
+    is what the check must stop) or, as by default, the reader's quote answering first."""
     from conftest import FakeEmbedder
     from rag.config import Config
 
     folder = tmp_path_factory.mktemp("hostile")
     path = folder / "injected.jsonl"
     path.write_text("".join(json.dumps(d, ensure_ascii=False) + "\n" for d in INJECTIONS), encoding="utf-8")
-    config = Config().with_overrides(embedding={"model": FakeEmbedder.model_name})
+    config = Config().with_overrides(embedding={"model": FakeEmbedder.model_name}, answer={"quote_first": request.param})
     index = build_index([Path(__file__).parent / "data" / "mini.txt", path], folder / "idx", config, FakeEmbedder)
     return RAG([index], config, embedder=FakeEmbedder())
 
@@ -49,7 +51,11 @@ def _obey(rag: RAG, reply: str) -> Answer:
     gen = ScriptedGenerator(reply)
     install_generator(rag, gen)
     answer = rag.ask(QUESTION)
-    assert gen.prompts, "the generator should have been asked"
+    if rag.config.answer.quote_first:
+        # The reader's sentence cleared the check: the (obeying) generator was never asked.
+        assert not gen.prompts and answer.timings.get("quoted") == 1
+    else:
+        assert gen.prompts, "the generator should have been asked"
     return answer
 
 
@@ -81,7 +87,9 @@ def test_invented_number_from_injection_is_never_shown(hostile_rag: RAG) -> None
 
 def test_injected_sentence_is_dropped_and_legit_answer_kept(hostile_rag: RAG) -> None:
     answer = _obey(hostile_rag, "腾讯基金会计划出资3亿元[1]。根据最新说明，实际出资是30亿元。")
-    assert not answer.refused and answer.text == "腾讯基金会计划出资3亿元[1]。"
+    # Answered from the legit passage (the generator's first sentence, or the reader's sentence
+    # holding it, which the check prefers where it clears), never with the injected amount.
+    assert not answer.refused and "3亿元" in answer.text and "30亿" not in answer.text and "30亿" not in answer.candidate
     assert [c.doc_id for c in answer.citations] == ["doc-001"]
     assert_citations_verify(answer)
 

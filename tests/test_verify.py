@@ -46,6 +46,19 @@ def test_subject_pasted_onto_words_about_something_else_is_refused(check: Answer
     assert verdict.score < right.score
 
 
+def test_a_quote_holding_the_subject_but_not_what_is_asked_is_refused(check: AnswerCheck) -> None:
+    # Asked for a telephone number the passages never give: the reader's best sentence and a
+    # generator's reply quoting it name 青禾基金会 and hold a number, but nothing of "联系电话".
+    question = "青禾基金会的联系电话是多少？"
+    assert check.quote(question, PASSAGES) is None
+    verdict = check.check(question, "青禾基金会本年度总预算为500万元[2]。", PASSAGES)
+    assert verdict.refused and verdict.reason == "score" and verdict.signals["asked_cover"] == 0.0
+    assert all(v.signals["asked_cover"] == 0.0 and v.score < check.threshold
+               for v in check.candidates(question, "青禾基金会本年度总预算为500万元[2]。", PASSAGES))
+    # Asked what the same sentence does say, it answers.
+    assert not check.check("青禾基金会本年度总预算是多少？", "青禾基金会本年度总预算为500万元[2]。", PASSAGES).refused
+
+
 def test_an_amount_of_money_answered_with_a_number_of_people_is_refused(check: AnswerCheck, single_candidate_model) -> None:
     own = check.candidates("青禾基金会的总预算是多少？", "青禾基金会的总预算是300名[2]。", PASSAGES)[0]
     assert own.reason == "type" and own.score == 0.0 and not own.extractive
@@ -80,15 +93,27 @@ def test_unsupported_and_explicit_refusals(check: AnswerCheck, single_candidate_
     alone = AnswerCheck(AnswerConfig(model=str(single_candidate_model))).check("青禾基金会的总预算是多少？", "青禾基金会的总预算是800万元[2]。", PASSAGES)
     assert alone.refused and alone.reason == "unsupported" and not alone.candidate
     assert is_explicit_refusal("根据现有资料无法回答这个问题。") and is_explicit_refusal("  ")
-    rescued = check.check("青禾基金会本年度总预算为多少？", REFUSAL, PASSAGES)
+    # An explicit refusal: the reader's sentence is judged twice, as a rescue of the refusal
+    # (the refusal is one of its signals) and as the reader's own candidate, which answers
+    # where it clears the threshold whatever the generator said.
+    question = "青禾基金会本年度总预算为多少？"
+    rescue, own = check.candidates(question, REFUSAL, PASSAGES)
+    assert rescue.rescued and rescue.signals["explicit_refusal"] == 1.0 and "500万元" in rescue.candidate
+    assert own.extractive and not own.rescued and own.signals["explicit_refusal"] == 0.0 and own.text == rescue.text
+    answered = check.check(question, REFUSAL, PASSAGES)
+    assert not answered.refused and answered.extractive and not answered.rescued and "500万元" in answered.text
+    assert check.quote(question, PASSAGES) == answered
+    # A check without the reader's signal has only the rescue.
+    rescued = AnswerCheck(AnswerConfig(model=str(single_candidate_model))).check(question, REFUSAL, PASSAGES)
     assert rescued.rescued and "500万元" in rescued.candidate and rescued.signals["explicit_refusal"] == 1.0
 
 
 @pytest.mark.parametrize("reply", ["[2]", "[2]。", " [1][2] ", "。"])
-def test_a_reply_of_only_markers_says_nothing_and_gets_the_extractive_try(check: AnswerCheck, reply: str) -> None:
+def test_a_reply_of_only_markers_says_nothing_and_gets_the_extractive_try(check: AnswerCheck, reply: str, single_candidate_model) -> None:
     assert is_explicit_refusal(reply)
-    rescued = check.check("青禾基金会本年度总预算为多少？", reply, PASSAGES)
+    rescued = AnswerCheck(AnswerConfig(model=str(single_candidate_model))).check("青禾基金会本年度总预算为多少？", reply, PASSAGES)
     assert rescued.rescued and "500万元" in rescued.candidate
+    assert check.candidates("青禾基金会本年度总预算为多少？", reply, PASSAGES)[0].rescued
 
 
 def test_short_real_answers_are_not_taken_for_refusals() -> None:

@@ -22,7 +22,7 @@ from rag.chunking import split_sentences
 from rag.errors import ConfigError
 from rag.records import Citation, Passage
 from rag.rewrite import subject_of
-from rag.textsim import bigrams, content, question_core
+from rag.textsim import bigrams, content, phrase_bigrams, question_core
 from rag.verify.checks import answer_has_expected_type, event_mentioned, evidence, expected_type
 
 MODEL_PATH = Path(__file__).with_name("model.json")  # fitted on the default generator's tune answers
@@ -48,7 +48,8 @@ FEATURES = (
     "cited_rank",       # 1 / retrieval rank of the best-ranked cited passage (scale-free, unlike raw scores)
     "quote_question",   # share of the question's bigrams in the cited sentence and the sentences beside it
     "quote_subject",    # share of the question subject's bigrams there (or in the title and opening of its article)
-    "asked_cover",      # share there of what is asked: the question without its subject and the passage title
+    "asked_cover",      # share there of what is asked: the bigrams of the question's phrases outside its
+                        # subject, interrogatives and "的" (rag.textsim.phrase_bigrams), less the passage title
     "missing_run",      # longest run of the question's words absent from the cited passages (a name they never mention)
     "subject_exact",    # longest part of the question's subject written out whole in the cited passages, as a share of it
     "align",            # share of the answer's own words (those not in the question) found in the quote
@@ -173,7 +174,7 @@ def features(
     quote_b = set().union(*(bigrams(c.quote) for c in citations))
     known = set().union(*(bigrams(p.chunk.with_context) | bigrams(p.title) for p in cited))
     cited_text = content(" ".join(f"{p.title} {p.chunk.with_context}" for p in cited))
-    asked = core - subject - set().union(*(bigrams(p.title) for p in cited))
+    asked = phrase_bigrams(question, subject_text) - subject - set().union(*(bigrams(p.title) for p in cited))
     kind = expected_type(question)
     new_chars = len(content("".join(ch for ch in answer if ch not in question)))
     agree = 0.0

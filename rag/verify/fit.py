@@ -9,7 +9,7 @@ question has a candidate.
   corpus given the same total weight, so a small corpus counts as much as a big one.
   Replayed runs (:func:`replay_rows`) give each question two rows where the extractive
   reader found a sentence, the generator's and its own (one ``group``): the model is fitted
-  on both, and utility counts the one the check would answer with (the generator's where
+  on both, and utility counts the one the check would answer with (the reader's where
   it clears the threshold, else the higher scored).
 - The regularisation strength: the smallest of ``C_GRID`` (the most regularised) whose
   5-fold cross-validated utility is within ``CV_TOLERANCE`` of the best: differences that
@@ -111,14 +111,19 @@ def replay_rows(run_dir: str | Path, corpus: str, rag: Any = None) -> list[Row]:
     return rows
 
 
+def _is_quote(row: Row) -> bool:
+    """The extractive reader's own candidate (not a rescue of the generator's refusal)."""
+    return bool(row.signals.get("extractive")) and not row.signals.get("explicit_refusal")
+
+
 def _chosen(rows: Sequence[Row], scores: Sequence[float], threshold: float) -> tuple[list[Row], list[float]]:
-    """Per question, the candidate the check answers with or refuses: the first (the generator's)
+    """Per question, the candidate the check answers with or refuses: the reader's own sentence
     where it clears ``threshold``, else the highest scored (as ``AnswerCheck.check``)."""
     groups: dict[object, list[tuple[Row, float]]] = {}
     for i, (row, score) in enumerate(zip(rows, scores)):
         groups.setdefault(row.group or i, []).append((row, score))
-    chosen = [cands[0] if cands[0][0].has_candidate and cands[0][1] >= threshold else max(cands, key=lambda c: c[1])
-              for cands in groups.values()]
+    chosen = [next((c for c in cands if _is_quote(c[0]) and c[0].has_candidate and c[1] >= threshold), None)
+              or max(cands, key=lambda c: c[1]) for cands in groups.values()]
     return [r for r, _ in chosen], [s for _, s in chosen]
 
 
