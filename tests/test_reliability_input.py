@@ -104,13 +104,14 @@ BILINGUAL_DOCS = [
 ]
 
 
-def _bilingual_rag(folder: Path, **generation) -> RAG:
+def _bilingual_rag(folder: Path, answer: dict | None = None, **generation) -> RAG:
     from conftest import FakeEmbedder
     from rag.config import Config
 
+    folder.mkdir(parents=True, exist_ok=True)
     path = folder / "docs.jsonl"
     path.write_text("".join(json.dumps(d, ensure_ascii=False) + "\n" for d in BILINGUAL_DOCS), encoding="utf-8")
-    config = Config().with_overrides(embedding={"model": FakeEmbedder.model_name}, generation=generation)
+    config = Config().with_overrides(embedding={"model": FakeEmbedder.model_name}, generation=generation, answer=answer or {})
     return RAG([build_index([path], folder / "idx", config, FakeEmbedder)], config, embedder=FakeEmbedder())
 
 
@@ -159,14 +160,17 @@ def test_english_question_without_answer_in_the_documents_is_refused(bilingual_r
 # it does not reliably answer "How many books does the Riverside Library hold?" (it replies "[1]").
 REAL_MODEL_CASES = [
     ("Who runs the Riverside Library?", "riverside", "volunteers", "children"),  # English question, English text
-    ("Stellar科技公司的创始人是谁？", "stellar", "林晓", "周航"),  # mixed; the extractive reader quotes the wrong sentence
+    ("Stellar科技公司的创始人是谁？", "stellar", "林晓", "周航"),  # mixed
 ]
 
 
 @pytest.mark.slow
 def test_real_generator_answers_english_and_mixed_questions(tmp_path, generator_model: Path) -> None:
-    """The default backend (the real causal model, default engine) answers, and the answer check keeps the answer."""
-    rag = _bilingual_rag(tmp_path, model=str(generator_model))
+    """The default backend (the real causal model, default engine) answers, and the answer check keeps the answer.
+
+    Every question is generated (``quote_first`` off), so that the model's own reply is tested;
+    by default a Chinese question the reader's quote answers is not generated (the next test)."""
+    rag = _bilingual_rag(tmp_path / "generated", answer={"quote_first": False}, model=str(generator_model))
     for question, doc_id, fact, wrong in REAL_MODEL_CASES:
         answer = rag.ask(question)
         assert answer.backend == "causal" and not answer.notice, answer.notice
@@ -178,6 +182,14 @@ def test_real_generator_answers_english_and_mixed_questions(tmp_path, generator_
             assert answer.refusal_reason == "score" and not answer.citations and not answer.signals["extractive"]
             continue
         _assert_answered_from(answer, doc_id, fact, wrong)
+    # The defaults: the same questions answered from the same documents, quoted or generated.
+    rag = _bilingual_rag(tmp_path / "default", model=str(generator_model))
+    for question, doc_id, fact, wrong in REAL_MODEL_CASES:
+        answer = rag.ask(question)
+        if answer.timings.get("quoted"):
+            assert not question.isascii() and answer.raw == "" and answer.signals["extractive"] == 1.0
+        if not (question.isascii() and answer.refused):
+            _assert_answered_from(answer, doc_id, fact, wrong)
 
 
 def test_mixed_question_finds_the_latin_passage(rag: RAG) -> None:
