@@ -39,7 +39,10 @@ def test_ivf_parameters_grow_with_the_corpus() -> None:
     sizes = [2, 1_000, 100_000, 1_000_000, 100_000_000]
     lists = [dense.ivf_lists(n) for n in sizes]
     assert lists == sorted(lists) and lists[-1] == 4096
-    assert all(1 <= dense.ivf_probes(nl) <= nl for nl in lists)
+    probes = [dense.ivf_probes(nl, n) for nl, n in zip(lists, sizes)]
+    assert all(1 <= p <= nl for p, nl in zip(probes, lists))
+    # About the same number of vectors scanned at every size, so the share of lists searched falls.
+    assert probes[1] == lists[1] and [p / nl for p, nl in zip(probes[2:], lists[2:])] == sorted((p / nl for p, nl in zip(probes[2:], lists[2:])), reverse=True)
 
 
 @pytest.mark.parametrize("kind", ["ivf", "ivfpq", "hnsw"])
