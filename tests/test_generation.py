@@ -136,6 +136,21 @@ def test_extractive_quotes_one_english_sentence_and_keeps_decimals_whole():
         "It holds 3.5 million books[1].")
 
 
+def test_reader_sentences_keep_initials_brackets_and_closing_quotes_whole():
+    """Invented text: an initial's full stop, a semicolon inside brackets and a closing
+    quote do not cut a sentence; a bracket that never closes runs on only so far."""
+    from rag.generation.extractive import sentences
+
+    assert sentences("该项目由Andrew W. Mellon基金会资助。它始于2002年。") == [
+        "该项目由Andrew W. Mellon基金会资助。", "它始于2002年。"]
+    assert sentences("白松（学名：X；英语：white pine），是松科的一种。树高可达40米。") == [
+        "白松（学名：X；英语：white pine），是松科的一种。", "树高可达40米。"]
+    assert sentences("他说：“我们到了。”随后离开。It is open. It holds 3.5 million books.") == [
+        "他说：“我们到了。”", "随后离开。", "It is open.", "It holds 3.5 million books."]
+    unclosed = sentences("注释（未闭合；" + "长" * 200 + "。第二句。第三句。")
+    assert unclosed[-2:] == ["第二句。", "第三句。"] and len(unclosed) == 3
+
+
 def test_extractive_prefers_the_sentence_holding_what_is_asked():
     """Invented passages where the sentence sharing most of the question's words is not the
     answer: the reader's fitted ranking (rag/generation/reader.json) picks the one that is."""

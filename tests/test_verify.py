@@ -271,3 +271,33 @@ def test_an_english_question_weighs_the_generators_answer_alone(check: AnswerChe
     assert [v.extractive for v in check.candidates(question, reply, [en], reader=True)] == [False, True]
     zh = check.candidates("张三的工作室每年举办几次展览？", "张三的工作室在上海[1]。", PASSAGES)
     assert [v.extractive for v in zh] == [False, True]
+
+
+def test_replay_rebuilds_the_passages_the_run_gave_each_question(mini_rag, tmp_path) -> None:
+    """A stored run is replayed on the passages it recorded, in its order and with its
+    scores, not on what retrieving again returns (another machine may rank differently)."""
+    from rag.verify.fit import replay_rows
+
+    chunks = list(mini_rag.indexes[0].chunks)
+    food = next(c for c in chunks if "烹饪" in c.text)
+    fund = next(c for c in chunks if "腾讯" in c.text)
+    question = "腾讯基金会计划出资多少？"
+    assert mini_rag.retrieve(question)[0].chunk_id == fund.id  # retrieving again puts the fund first
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps({"eval": {"index_dir": "unused"}, "rag": {}}), encoding="utf-8")
+    item = {"id": "q1", "question": question, "answerable": True, "gold_answers": ["3亿元"],
+            "raw": "腾讯基金会计划出资3亿元[2]。", "context": [food.id, fund.id],
+            "retrieved": [{"chunk_id": food.id, "score": 0.9, "dense_score": 0.5, "lexical_score": 1.0},
+                          {"chunk_id": fund.id, "score": 0.4, "dense_score": 0.8, "lexical_score": 6.0}],
+            "metrics": {}, "signals": {}}
+    (run / "predictions.jsonl").write_text(json.dumps(item, ensure_ascii=False) + "\n", encoding="utf-8")
+    rows = replay_rows(run, "mini", rag=mini_rag)
+    generated = [r for r in rows if not r.signals.get("extractive")]
+    assert generated and generated[0].right and generated[0].has_candidate
+    assert generated[0].signals["cited_rank"] == pytest.approx(0.5)  # [2]: the fund is second in the run
+    # A chunk the index lacks: the run needs its own index.
+    item["context"] = ["nowhere#0"]
+    (run / "predictions.jsonl").write_text(json.dumps(item, ensure_ascii=False) + "\n", encoding="utf-8")
+    with pytest.raises(ValueError, match="rebuild"):
+        replay_rows(run, "mini", rag=mini_rag)

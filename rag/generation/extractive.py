@@ -28,9 +28,15 @@ from rag.generation.prompt import REFUSAL, Messages
 from rag.records import Passage
 from rag.textsim import bigrams, content, question_core
 
-# A sentence ends at Chinese or Western end punctuation; a "." ends one only before
-# whitespace or the end, so "3.5亿" and "e.g" stay whole and English text splits.
-_SENTENCE_RE = re.compile(r"(?:[^。！？!?；;\n.]|\.(?=\S))+[。！？!?；;.]*")
+# A sentence ends at Chinese or Western end punctuation or a line break, with the closing
+# quotes and brackets after it. A "." ends one only before whitespace or the end, and not
+# after a lone capital (an initial: "Andrew W. Mellon"), so "3.5亿" and "e.g" stay whole
+# and English text splits. A sentence that leaves a bracket open runs on to where it closes
+# ("（学名：X；毛利语：Y），是…" is one sentence), unless that makes it over
+# :data:`_MAX_RUN_ON` characters (a bracket that never closes).
+_SENTENCE_END = re.compile(r"(?:[。！？!?；;]+|…+|\n+|(?<![^A-Za-z][A-Z])\.+(?=\s|$))[”’」』）)\]】]*")
+_OPENING, _CLOSING_BRACKETS = "（(【[", "）)】]"
+_MAX_RUN_ON = 150
 _CLOSING = "。！？!?；;，,、. "
 
 READER_PATH = Path(__file__).with_name("reader.json")
@@ -97,7 +103,19 @@ class Candidate:
 
 def sentences(text: str) -> list[str]:
     """The reader's sentences of ``text`` (stripped, empty ones left out)."""
-    return [s for s in (m.group().strip() for m in _SENTENCE_RE.finditer(text)) if s]
+    out: list[str] = []
+    start = 0
+    pending = ""
+    ends = [m.end() for m in _SENTENCE_END.finditer(text)]
+    for end in ends + ([len(text)] if not ends or ends[-1] < len(text) else []):
+        pending += text[start:end]
+        start = end
+        if sum(pending.count(c) for c in _OPENING) <= sum(pending.count(c) for c in _CLOSING_BRACKETS) \
+                or len(pending) >= _MAX_RUN_ON or end == len(text):
+            if pending.strip():
+                out.append(pending.strip())
+            pending = ""
+    return out
 
 
 def candidates(question: str, passages: Sequence[Passage], min_shared_bigrams: int = 1) -> list[Candidate]:

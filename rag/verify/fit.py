@@ -74,9 +74,10 @@ def _scorable(candidate: str, reason: str) -> bool:
 def replay_rows(run_dir: str | Path, corpus: str, rag: Any = None) -> list[Row]:
     """Rows of a run with the answer check's signals computed anew from its stored raw answers.
 
-    Retrieval is deterministic, so the passages are retrieved again from the run's
-    index with the run's settings; the generator is not run. Lets new signals be
-    fitted without generating every answer again.
+    Each question gets the passages the run gave it (its ``context``, with the scores
+    it recorded), read from the run's index; the generator is not run. Lets new signals
+    be fitted without generating every answer again, on any machine (retrieving again
+    could rank differently where the embedding engine rounds differently).
     """
     from rag.config import Config
     from rag.evaluation import metrics as m
@@ -93,9 +94,7 @@ def replay_rows(run_dir: str | Path, corpus: str, rag: Any = None) -> list[Row]:
         for line in f:
             item = json.loads(line)
             question = clean_question(item["question"])  # what the pipeline asked
-            passages = rag.retrieve(question, top_k=config["eval"].get("top_k"))
-            if [p.chunk_id for p in passages] != item.get("context", [p.chunk_id for p in passages]):
-                raise ValueError(f"{run_dir}: question {item['id']} retrieves other passages than the run did; replay needs the same index and settings")
+            passages = _run_passages(rag, item, run_dir)
             # Every candidate the check weighs: the extractive reader's too, so that a model with the
             # ``extractive`` signal can be fitted whatever model judged the run.
             for verdict in check.candidates(question, item.get("raw", ""), passages, reader=True) or [check.refusal("unsupported")]:
@@ -109,6 +108,26 @@ def replay_rows(run_dir: str | Path, corpus: str, rag: Any = None) -> list[Row]:
                                 right=m.candidate_correct(verdict.candidate, item["gold_answers"]),
                                 signals=dict(verdict.signals) | tokens, group=f"{run_dir}:{item['id']}"))
     return rows
+
+
+def _run_passages(rag: Any, item: dict, run_dir: Path) -> list:
+    """The passages a run's question was given, rebuilt from its index and recorded scores."""
+    from rag.records import Passage
+
+    positions = rag.__dict__.get("_chunk_positions")
+    if positions is None:
+        positions = rag.__dict__["_chunk_positions"] = {
+            chunk.id: (n, i) for n, index in enumerate(rag.indexes) for i, chunk in enumerate(index.chunks)}
+    scores = {r["chunk_id"]: r for r in item.get("retrieved", [])}
+    passages = []
+    for chunk_id in item.get("context", []):
+        if chunk_id not in positions or chunk_id not in scores:
+            raise ValueError(f"{run_dir}: question {item['id']} was given chunk {chunk_id!r}, which its index or its "
+                             "retrieved list lacks; replay needs the run's index (rebuild it as the run's config.json says)")
+        n, i = positions[chunk_id]
+        r = scores[chunk_id]
+        passages.append(Passage(rag.indexes[n].chunks[i], float(r["score"]), r.get("dense_score"), r.get("lexical_score")))
+    return passages
 
 
 def _is_quote(row: Row) -> bool:
