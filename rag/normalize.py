@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from functools import lru_cache
+from pathlib import Path
 
 # Full-width punctuation that is ordinary Chinese typography and stays as is.
 KEEP_CHARS = frozenset("，。、；：？！“”‘’（）《》〈〉【】〔〕「」『』…—～·")
@@ -91,3 +93,28 @@ def normalize_text(text: str) -> str:
 
 def is_cjk(ch: str) -> bool:
     return "\u4e00" <= ch <= "\u9fff" or "\u3400" <= ch <= "\u4dbf"
+
+
+#: Traditional -> simplified characters (two lines of equal length; benchmarks/t2s_table.py writes it).
+T2S_PATH = Path(__file__).with_name("t2s.txt")
+
+
+@lru_cache(maxsize=1)
+def _t2s() -> tuple[re.Pattern, dict[int, str]]:
+    try:
+        traditional, simplified = T2S_PATH.read_text(encoding="utf-8").split("\n")[:2]
+    except (OSError, ValueError) as e:
+        raise RuntimeError(f"cannot read the character table {T2S_PATH}: {e}; reinstall wenyuan "
+                           "or write it again with benchmarks/t2s_table.py") from e
+    if not traditional or len(traditional) != len(simplified):
+        raise RuntimeError(f"the character table {T2S_PATH} is damaged; write it again with benchmarks/t2s_table.py")
+    return re.compile(f"[{re.escape(traditional)}]"), str.maketrans(traditional, simplified)
+
+
+def fold_script(text: str) -> str:
+    """``text`` with traditional characters written simplified, one for one (the same length),
+    so that a question and a passage compare alike whatever script each is in ("為什麼" and
+    "为什么"). For matching only: what is shown keeps the document's own characters. Text with
+    no traditional character is returned as is, after one scan."""
+    found, table = _t2s()
+    return text.translate(table) if found.search(text) else text

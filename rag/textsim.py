@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import re
 
+from rag.normalize import fold_script
+
 _NOT_CONTENT = re.compile(r"[\s\W_]+")
 # Interrogatives and fillers carry no content to match against a passage.
 # Where a question's phrases end, besides its interrogatives: "的" and the "how long/big…" words.
@@ -15,8 +17,9 @@ _QUESTION_WORDS = re.compile(r"(多少|什么|哪些|哪一|哪个|哪里|哪天
 
 
 def content(text: str) -> str:
-    """``text`` lower-cased, without punctuation or spaces."""
-    return _NOT_CONTENT.sub("", text.lower())
+    """``text`` lower-cased, in simplified characters (:func:`rag.normalize.fold_script`), without
+    punctuation or spaces: a traditional and a simplified text compare alike."""
+    return _NOT_CONTENT.sub("", fold_script(text).lower())
 
 
 def bigrams(text: str) -> set[str]:
@@ -46,6 +49,7 @@ def phrase_bigrams(text: str, leave_out: str = "") -> set[str]:
     """Bigrams inside the phrases of a question: ``text`` cut at interrogatives, at "的" and at
     ``leave_out`` (the question's subject, say), so that no bigram spans a cut ("张三是哪里人"
     gives 张三 and no "三人"; without 张三, nothing)."""
+    text, leave_out = fold_script(text), fold_script(leave_out)
     if leave_out:
         text = text.replace(leave_out, "|")
     found: set[str] = set()
@@ -56,5 +60,5 @@ def phrase_bigrams(text: str, leave_out: str = "") -> set[str]:
 
 
 def question_core(question: str) -> str:
-    """The question without interrogative words, for coverage checks."""
-    return _QUESTION_WORDS.sub("", question)
+    """The question without interrogative words (in simplified characters), for coverage checks."""
+    return _QUESTION_WORDS.sub("", fold_script(question))

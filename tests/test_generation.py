@@ -361,3 +361,22 @@ def test_qwen_prompt_lookup_accepts_drafts_copied_from_the_passage(qwen):
 @pytest.mark.slow
 def test_qwen_refuses_when_passages_lack_the_answer(qwen):
     assert qwen.generate("上海的人口是多少？", QWEN_DOCS) == REFUSAL
+
+
+def test_traditional_characters_are_read_as_simplified_ones():
+    """Invented text in traditional characters: the question words, answer types and bigrams
+    are matched as in simplified text, and the quote keeps the document's own characters."""
+    from rag.normalize import fold_script
+    from rag.textsim import bigrams, question_core
+    from rag.verify.checks import answer_has_expected_type, expected_type
+
+    assert fold_script("為什麼黃蟬的別稱叫什麼？") == "为什么黄蝉的别称叫什么？"
+    assert fold_script("腾讯基金会 ABC 123") == "腾讯基金会 ABC 123"  # simplified text is left alone
+    assert question_core("黃蟬的別稱叫什麼？") == "黄蝉的别称叫？"
+    assert bigrams("青禾基金會") == bigrams("青禾基金会")  # either script matches the other
+    assert expected_type("青禾基金會的理事長是誰？") == "person"
+    assert expected_type("青禾基金會去年資助了多少所學校？") == "count"
+    assert answer_has_expected_type("青禾基金會去年資助了多少所學校？", "該基金會去年共資助了12所鄉村學校。")
+    school = passage(1, "青禾基金會去年資助學校的消息引起了各方關注。該基金會去年共資助了12所鄉村學校，惠及三千名學生。")
+    assert ExtractiveGenerator().generate("青禾基金會去年資助了多少所學校？", [school]) == (
+        "該基金會去年共資助了12所鄉村學校，惠及三千名學生[1]。")

@@ -25,6 +25,7 @@ from typing import Any
 from rag.errors import ConfigError, ModelError
 from rag.generation.base import Generator
 from rag.generation.prompt import REFUSAL, Messages
+from rag.normalize import fold_script
 from rag.records import Passage
 from rag.textsim import bigrams, content, question_core
 
@@ -124,6 +125,7 @@ def candidates(question: str, passages: Sequence[Passage], min_shared_bigrams: i
     from rag.verify.checks import answer_has_expected_type, expected_type
 
     wanted = bigrams(question_core(question))
+    folded = fold_script(question)
     if not wanted:
         return []
     by_passage = [sentences(p.text) for p in passages]
@@ -134,7 +136,7 @@ def candidates(question: str, passages: Sequence[Passage], min_shared_bigrams: i
     held = Counter(b for *_, bs in flat for b in bs & wanted)
     weight = {b: math.log((len(flat) + 1) / (1 + held[b])) + 1.0 for b in wanted}
     total = sum(weight.values())
-    subject = bigrams(subject_of(question))
+    subject = bigrams(subject_of(folded))
     asked = wanted - subject
     kind = expected_type(question)
     titles = [bigrams(f"{p.title} {p.chunk.context}") for p in passages]
@@ -144,7 +146,7 @@ def candidates(question: str, passages: Sequence[Passage], min_shared_bigrams: i
         shared = wanted & bs
         before = bigrams(by_passage[n - 1][i - 1]) if i > 0 else set()
         after = bigrams(by_passage[n - 1][i + 1]) if i + 1 < len(by_passage[n - 1]) else set()
-        new = content("".join(ch for ch in s if ch not in question))
+        new = content("".join(ch for ch in fold_script(s) if ch not in folded))
         cover = len(shared) / size
         signals = {
             "cover": cover,

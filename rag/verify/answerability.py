@@ -20,6 +20,7 @@ from typing import Sequence
 
 from rag.chunking import split_sentences
 from rag.errors import ConfigError
+from rag.normalize import fold_script
 from rag.records import Citation, Passage
 from rag.rewrite import subject_of
 from rag.textsim import bigrams, content, phrase_bigrams, question_core
@@ -165,7 +166,7 @@ def features(
     qb = bigrams(question)
     ab = bigrams(answer)
     own = ab - qb
-    subject_text = subject_of(question)
+    subject_text = subject_of(fold_script(question))  # jieba's tagger reads simplified text best
     subject = bigrams(subject_text)
     pairs = [(passages[c.marker - 1], c) for c in citations if 0 < c.marker <= len(passages)]
     cited = [p for p, _ in pairs]
@@ -176,7 +177,7 @@ def features(
     cited_text = content(" ".join(f"{p.title} {p.chunk.with_context}" for p in cited))
     asked = phrase_bigrams(question, subject_text) - subject - set().union(*(bigrams(p.title) for p in cited))
     kind = expected_type(question)
-    new_chars = len(content("".join(ch for ch in answer if ch not in question)))
+    new_chars = len(content("".join(ch for ch in fold_script(answer) if ch not in fold_script(question))))
     agree = 0.0
     for c in citations:
         for e in extractive:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import re
 from typing import Sequence
 
+from rag.normalize import fold_script
 from rag.records import Passage
 from rag.textsim import bigrams, question_core
 
@@ -84,6 +85,7 @@ _ANSWERS = {"year": _YEAR_A, "date": _DATE_A, "money": _MONEY_A, "quantity": _NU
 
 def expected_type(question: str) -> str:
     """The kind of answer ``question`` asks for (see ANSWER_TYPES), or "" when it does not say."""
+    question = fold_script(question)  # the patterns are written in simplified characters
     return next((kind for kind, pattern in _ASKS if pattern.search(question)), "")
 
 
@@ -91,6 +93,7 @@ def answer_has_expected_type(question: str, answer: str) -> bool:
     """False when ``answer`` lacks what the question asks for: a year, a date, a count with
     its measure word, an amount of money, a number, a name that is not the question read
     back, a person or a place. True when the question asks for nothing checkable."""
+    question, answer = fold_script(question), fold_script(answer)
     kind = expected_type(question)
     if kind in _ANSWERS:
         return bool(_ANSWERS[kind].search(answer))
@@ -142,12 +145,13 @@ def subject_found(subject: str, passages: Sequence[Passage]) -> bool:
     """Whether the question's subject occurs in one of ``passages`` (exact, spaces ignored)."""
     if not subject:
         return True
-    needle = re.sub(r"\s+", "", subject).lower()
-    return any(needle in re.sub(r"\s+", "", p.chunk.with_context).lower() for p in passages)
+    needle = re.sub(r"\s+", "", fold_script(subject)).lower()
+    return any(needle in re.sub(r"\s+", "", fold_script(p.chunk.with_context)).lower() for p in passages)
 
 
 def asked_event(question: str) -> str:
     """The verb a year/date question asks about ("成立" in "是哪一年成立的"), or ""."""
+    question = fold_script(question)
     m = _YEAR_Q.search(question) or _DATE_Q.search(question)
     if not m:
         return ""
@@ -175,4 +179,5 @@ def event_mentioned(question: str, sentences: Sequence[str]) -> bool:
     if not event:
         return True
     words = next((group for group in _EVENT_SYNONYMS if event in group), frozenset((event,)))
+    sentences = [fold_script(s) for s in sentences]
     return any(w in s for s in sentences for w in words) or any(ch in s for s in sentences for ch in event)
