@@ -372,6 +372,17 @@ def test_traditional_characters_are_read_as_simplified_ones():
 
     assert fold_script("為什麼黃蟬的別稱叫什麼？") == "为什么黄蝉的别称叫什么？"
     assert fold_script("腾讯基金会 ABC 123") == "腾讯基金会 ABC 123"  # simplified text is left alone
+    # Simplified characters are never folded, so the simplified patterns still match a folded
+    # question ("么" is also a traditional variant of 幺: folding it broke every "什么").
+    import re
+
+    import rag.rewrite
+    import rag.textsim
+    import rag.verify.checks
+    patterns = [v.pattern for m in (rag.textsim, rag.verify.checks, rag.rewrite) for v in vars(m).values() if isinstance(v, re.Pattern)]
+    patterns += list(rag.rewrite._QUESTION_WORDS)
+    assert len(patterns) > 20 and all(fold_script(p) == p for p in patterns)
+    assert fold_script("什么为什么") == "什么为什么"
     assert question_core("黃蟬的別稱叫什麼？") == "黄蝉的别称叫？"
     assert bigrams("青禾基金會") == bigrams("青禾基金会")  # either script matches the other
     assert expected_type("青禾基金會的理事長是誰？") == "person"
