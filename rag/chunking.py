@@ -16,14 +16,15 @@ from rag.records import Chunk, Document
 _SENTENCE_END = re.compile(r"(?:[。！？；!?;]+|…+|\.{3,}|\n+)[”’」』）)\]]*")
 
 
-def split_sentences(text: str) -> list[tuple[int, int]]:
-    """Return ``(start, end)`` spans of sentences covering ``text`` without gaps.
+def split_sentences(text: str, ends: re.Pattern = _SENTENCE_END) -> list[tuple[int, int]]:
+    """Return ``(start, end)`` spans of sentences covering ``text`` without gaps, each ending
+    where ``ends`` matches (default: this module's sentence ends).
 
     ``"".join(text[s:e] for s, e in spans) == text`` always holds.
     """
     spans: list[tuple[int, int]] = []
     start = 0
-    for m in _SENTENCE_END.finditer(text):
+    for m in ends.finditer(text):
         end = m.end()
         if end > start:
             spans.append((start, end))

@@ -22,6 +22,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from rag.chunking import split_sentences
 from rag.errors import ConfigError, ModelError
 from rag.generation.base import Generator
 from rag.generation.prompt import REFUSAL, Messages
@@ -105,12 +106,9 @@ class Candidate:
 def sentences(text: str) -> list[str]:
     """The reader's sentences of ``text`` (stripped, empty ones left out)."""
     out: list[str] = []
-    start = 0
     pending = ""
-    ends = [m.end() for m in _SENTENCE_END.finditer(text)]
-    for end in ends + ([len(text)] if not ends or ends[-1] < len(text) else []):
+    for start, end in split_sentences(text, _SENTENCE_END):
         pending += text[start:end]
-        start = end
         if sum(pending.count(c) for c in _OPENING) <= sum(pending.count(c) for c in _CLOSING_BRACKETS) \
                 or len(pending) >= _MAX_RUN_ON or end == len(text):
             if pending.strip():

@@ -177,7 +177,8 @@ def features(
     cited_text = content(" ".join(f"{p.title} {p.chunk.with_context}" for p in cited))
     asked = phrase_bigrams(question, subject_text) - subject - set().union(*(bigrams(p.title) for p in cited))
     kind = expected_type(question)
-    new_chars = len(content("".join(ch for ch in fold_script(answer) if ch not in fold_script(question))))
+    folded_question = fold_script(question)
+    new_chars = len(content("".join(ch for ch in fold_script(answer) if ch not in folded_question)))
     agree = 0.0
     for c in citations:
         for e in extractive:

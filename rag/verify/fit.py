@@ -89,12 +89,13 @@ def replay_rows(run_dir: str | Path, corpus: str, rag: Any = None) -> list[Row]:
     config = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))
     rag = rag or RAG.load(config["eval"]["index_dir"], config=Config.from_dict(config["rag"]))
     check = AnswerCheck(rag.config.answer, generator=rag.config.generation.model)
+    positions = {chunk.id: (n, i) for n, index in enumerate(rag.indexes) for i, chunk in enumerate(index.chunks)}
     rows = []
     with open(run_dir / "predictions.jsonl", encoding="utf-8") as f:
         for line in f:
             item = json.loads(line)
             question = clean_question(item["question"])  # what the pipeline asked
-            passages = _run_passages(rag, item, run_dir)
+            passages = _run_passages(rag, positions, item, run_dir)
             # Every candidate the check weighs: the extractive reader's too, so that a model with the
             # ``extractive`` signal can be fitted whatever model judged the run.
             for verdict in check.candidates(question, item.get("raw", ""), passages, reader=True) or [check.refusal("unsupported")]:
@@ -110,14 +111,11 @@ def replay_rows(run_dir: str | Path, corpus: str, rag: Any = None) -> list[Row]:
     return rows
 
 
-def _run_passages(rag: Any, item: dict, run_dir: Path) -> list:
-    """The passages a run's question was given, rebuilt from its index and recorded scores."""
+def _run_passages(rag: Any, positions: dict[str, tuple[int, int]], item: dict, run_dir: Path) -> list:
+    """The passages a run's question was given, rebuilt from its index (``positions``: each
+    chunk id's index and position in it) and the scores the run recorded."""
     from rag.records import Passage
 
-    positions = rag.__dict__.get("_chunk_positions")
-    if positions is None:
-        positions = rag.__dict__["_chunk_positions"] = {
-            chunk.id: (n, i) for n, index in enumerate(rag.indexes) for i, chunk in enumerate(index.chunks)}
     scores = {r["chunk_id"]: r for r in item.get("retrieved", [])}
     passages = []
     for chunk_id in item.get("context", []):
